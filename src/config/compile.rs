@@ -1,0 +1,812 @@
+//! The compile step: files in, a validated [`Config`] or every diagnostic out.
+//!
+//! Order of work: parse the main file; read `storage`, `server`,
+//! `scheduler` and `notifiers`; expand `include` globs and parse those
+//! files; merge `defaults` into each probe node; compile each probe (its
+//! kind's module validates its own section); then the cross-probe checks:
+//! unique names, `depends_on` targets and cycles, notifier names. Errors in
+//! one part never stop the others from being checked.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::diag::{Diagnostic, Diagnostics};
+use super::read::{join, Cx, Map};
+use super::yaml::{self, Node, Pos, Value};
+use super::*;
+use crate::expect::DurationCmp;
+use crate::probe::{ProbeKind, KIND_KEYS};
+
+const TOP_KEYS: &[&str] = &[
+    "storage",
+    "server",
+    "scheduler",
+    "defaults",
+    "notifiers",
+    "include",
+    "probes",
+];
+const INCLUDED_TOP_KEYS: &[&str] = &["probes"];
+const PROBE_COMMON_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "interval",
+    "cron",
+    "timeout",
+    "labels",
+    "depends_on",
+    "alert",
+    "expect",
+];
+const ALERT_KEYS: &[&str] = &["after", "recover_after", "remind", "notify"];
+/// Files larger than this are refused rather than parsed.
+const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Loads and validates the configuration at `path` with the process
+/// environment. On success the diagnostics hold only warnings.
+pub fn load(path: &Path) -> Result<(Config, Diagnostics), Diagnostics> {
+    load_with(path, Cx::default())
+}
+
+/// Like [`load`], with a caller-supplied context (tests inject variables).
+pub fn load_with(path: &Path, mut cx: Cx) -> Result<(Config, Diagnostics), Diagnostics> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    cx.base_dir = base.clone();
+    let main = match read_file(path) {
+        Ok(n) => n,
+        Err(d) => return Err(Diagnostics(vec![d])),
+    };
+    let config = compile_main(&mut cx, path, &base, &main);
+    let mut diags = cx.diags;
+    dedupe(&mut diags);
+    match config {
+        Some(c) if !diags.has_errors() => Ok((c, diags)),
+        _ => Err(diags),
+    }
+}
+
+/// Compiles a configuration from text, as if read from `file` (for tests
+/// and the fuzz/property tests: no filesystem access unless it includes).
+pub fn load_str(file: &str, text: &str, mut cx: Cx) -> Result<(Config, Diagnostics), Diagnostics> {
+    let node = match yaml::parse(file, text) {
+        Ok(n) => n,
+        Err(e) => {
+            return Err(Diagnostics(vec![syntax_diag(&e)]));
+        }
+    };
+    let path = PathBuf::from(file);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = compile_main(&mut cx, &path, &base, &node);
+    let mut diags = cx.diags;
+    dedupe(&mut diags);
+    match config {
+        Some(c) if !diags.has_errors() => Ok((c, diags)),
+        _ => Err(diags),
+    }
+}
+
+fn syntax_diag(e: &yaml::SyntaxError) -> Diagnostic {
+    Diagnostic::at(
+        diag::Severity::Error,
+        &e.pos,
+        "",
+        format!("invalid YAML: {}", e.message),
+    )
+}
+
+fn read_file(path: &Path) -> Result<Node, Diagnostic> {
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| Diagnostic::file(&name, format!("cannot read: {e}")))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::file(
+            &name,
+            format!("file is {} bytes; configuration files are limited to {MAX_FILE_BYTES}", meta.len()),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostic::file(&name, format!("cannot read: {e}")))?;
+    yaml::parse(&name, &text).map_err(|e| syntax_diag(&e))
+}
+
+fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Config> {
+    let empty;
+    let root = if matches!(main.value, Value::Null) {
+        empty = Node {
+            value: Value::Map(Vec::new()),
+            pos: main.pos.clone(),
+        };
+        &empty
+    } else {
+        main
+    };
+    let top = cx.map(root, "", TOP_KEYS)?;
+    let storage = compile_storage(cx, &top, base);
+    let server = compile_server(cx, &top);
+    let scheduler = compile_scheduler(cx, &top);
+    let notifiers = compile_notifiers(cx, &top);
+
+    let mut files = vec![path.to_path_buf()];
+    // (probe node, key path) from the main file and every include.
+    let mut probe_nodes: Vec<(Node, String)> = Vec::new();
+    collect_probes(cx, &top, &mut probe_nodes);
+    if let Some(inc) = top.get("include") {
+        for (file, node) in expand_includes(cx, inc, path, base) {
+            files.push(file);
+            let Some(m) = cx.map(&node, "", INCLUDED_TOP_KEYS) else {
+                continue;
+            };
+            collect_probes(cx, &m, &mut probe_nodes);
+        }
+    }
+
+    let defaults = top.get("defaults").and_then(|d| check_defaults(cx, d));
+    let mut probes = Vec::new();
+    for (node, path) in &probe_nodes {
+        let merged = match &defaults {
+            Some(d) => merge_defaults(d, node),
+            None => node.clone(),
+        };
+        if let Some(p) = compile_probe(cx, &merged, path) {
+            probes.push(p);
+        }
+    }
+    check_names(cx, &probe_nodes);
+    check_dependencies(cx, &probes, &probe_nodes);
+    check_notify(cx, &probes, &probe_nodes, &notifiers);
+
+    Some(Config {
+        main_file: path.to_path_buf(),
+        files,
+        storage: storage?,
+        server: server?,
+        scheduler: scheduler?,
+        notifiers,
+        probes,
+    })
+}
+
+fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
+    let mut storage = Storage {
+        sqlite: base.join("lookout.db"),
+        retention_raw: Duration::from_secs(14 * 86400),
+        retention_rollups: Duration::from_secs(400 * 86400),
+    };
+    let Some(node) = top.get("storage") else {
+        return Some(storage);
+    };
+    let m = cx.map(node, "storage", &["sqlite", "retention"])?;
+    let mut ok = true;
+    if let Some(p) = m.get("sqlite") {
+        match cx.string(p, "storage.sqlite") {
+            Some(s) if !s.trim().is_empty() => storage.sqlite = resolve_path(base, &s),
+            Some(_) => {
+                cx.error(&p.pos, "storage.sqlite", "empty path");
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(r) = m.get("retention") {
+        if let Some(rm) = cx.map(r, "storage.retention", &["raw", "rollups"]) {
+            if let Some(d) = rm.duration(cx, "raw") {
+                storage.retention_raw = d;
+            }
+            if let Some(d) = rm.duration(cx, "rollups") {
+                storage.retention_rollups = d;
+            }
+            if storage.retention_raw.is_zero() {
+                rm.error_at(cx, "raw", "retention must be longer than zero");
+            }
+        }
+    }
+    ok.then_some(storage)
+}
+
+fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
+    let mut server = Server {
+        listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        token: None,
+    };
+    let Some(node) = top.get("server") else {
+        return Some(server);
+    };
+    let m = cx.map(node, "server", &["listen", "token"])?;
+    if let Some(l) = m.str(cx, "listen") {
+        match l.parse::<SocketAddr>() {
+            Ok(a) => server.listen = a,
+            Err(_) => {
+                m.error_at(cx, "listen", format!("invalid listen address `{l}`: expected IP:PORT such as {DEFAULT_LISTEN}"));
+                return None;
+            }
+        }
+    }
+    server.token = m.str(cx, "token");
+    Some(server)
+}
+
+fn compile_scheduler(cx: &mut Cx, top: &Map<'_>) -> Option<SchedulerSettings> {
+    let mut s = SchedulerSettings {
+        concurrency: DEFAULT_CONCURRENCY,
+    };
+    let Some(node) = top.get("scheduler") else {
+        return Some(s);
+    };
+    let m = cx.map(node, "scheduler", &["concurrency"])?;
+    if let Some(c) = m.u64(cx, "concurrency") {
+        if c == 0 || c > 100_000 {
+            m.error_at(cx, "concurrency", "must be between 1 and 100000");
+        } else {
+            s.concurrency = c as usize;
+        }
+    }
+    Some(s)
+}
+
+fn compile_notifiers(cx: &mut Cx, top: &Map<'_>) -> BTreeMap<String, Notifier> {
+    let mut out = BTreeMap::new();
+    let Some(node) = top.get("notifiers") else {
+        return out;
+    };
+    let Value::Map(entries) = &node.value else {
+        cx.error(&node.pos, "notifiers", format!("expected a mapping of notifier names, found {}", node.type_name()));
+        return out;
+    };
+    for (key, n) in entries {
+        let path = join("notifiers", &key.name);
+        let Some(m) = cx.map(n, &path, &["email", "slack", "webhook"]) else {
+            continue;
+        };
+        let kinds: Vec<&str> = ["email", "slack", "webhook"].into_iter().filter(|k| m.has(k)).collect();
+        if kinds.len() != 1 {
+            cx.error(&n.pos, &path, "a notifier needs exactly one of `email`, `slack` or `webhook`");
+            continue;
+        }
+        let notifier = match kinds[0] {
+            "email" => compile_email(cx, &m, &path),
+            "slack" => compile_slack(cx, &m, &path),
+            _ => compile_webhook(cx, &m, &path),
+        };
+        if let Some(nt) = notifier {
+            out.insert(key.name.clone(), nt);
+        }
+    }
+    out
+}
+
+fn compile_email(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> {
+    let node = parent.get("email")?;
+    let m = cx.map(node, &join(path, "email"), &["smtp", "from", "to"])?;
+    let smtp = m.required_str(cx, "smtp");
+    if let Some(s) = &smtp {
+        match url::Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {}
+            Ok(u) => m.error_at(
+                cx,
+                "smtp",
+                format!("unsupported SMTP URL scheme `{}`: use smtp:// (with ?tls=required or ?tls=opportunistic) or smtps://", u.scheme()),
+            ),
+            Err(e) => m.error_at(cx, "smtp", format!("invalid SMTP URL: {e}")),
+        }
+    }
+    let from = m.required_str(cx, "from");
+    if let Some(f) = &from {
+        if !f.contains('@') {
+            m.error_at(cx, "from", format!("`{f}` is not an email address"));
+        }
+    }
+    let to = m.required(cx, "to").and_then(|n| cx.string_list(n, &m.path("to")));
+    if let Some(list) = &to {
+        if list.is_empty() {
+            m.error_at(cx, "to", "needs at least one recipient");
+        }
+        for addr in list {
+            if !addr.contains('@') {
+                m.error_at(cx, "to", format!("`{addr}` is not an email address"));
+            }
+        }
+    }
+    Some(Notifier::Email {
+        smtp: smtp?,
+        from: from?,
+        to: to?,
+    })
+}
+
+fn compile_slack(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> {
+    let node = parent.get("slack")?;
+    let m = cx.map(node, &join(path, "slack"), &["webhook"])?;
+    let webhook = m.required_str(cx, "webhook")?;
+    check_http_url(cx, &m, "webhook", &webhook)?;
+    Some(Notifier::Slack { webhook })
+}
+
+fn compile_webhook(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> {
+    let node = parent.get("webhook")?;
+    let m = cx.map(node, &join(path, "webhook"), &["url", "headers", "secret"])?;
+    let url = m.required_str(cx, "url")?;
+    check_http_url(cx, &m, "url", &url)?;
+    Some(Notifier::Webhook {
+        url,
+        headers: m.string_map(cx, "headers").unwrap_or_default(),
+        secret: m.str(cx, "secret"),
+    })
+}
+
+fn check_http_url(cx: &mut Cx, m: &Map<'_>, key: &str, value: &str) -> Option<()> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(()),
+        Ok(u) => {
+            m.error_at(cx, key, format!("expected an http:// or https:// URL, found scheme `{}`", u.scheme()));
+            None
+        }
+        Err(e) => {
+            m.error_at(cx, key, format!("invalid URL: {e}"));
+            None
+        }
+    }
+}
+
+fn collect_probes(cx: &mut Cx, m: &Map<'_>, out: &mut Vec<(Node, String)>) {
+    let Some(list) = m.get("probes") else {
+        return;
+    };
+    match &list.value {
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                out.push((item.clone(), format!("probes[{i}]")));
+            }
+        }
+        Value::Null => {}
+        _ => cx.error(&list.pos, "probes", format!("expected a list of probes, found {}", list.type_name())),
+    }
+}
+
+/// Expands the `include` globs relative to the main file's folder. The main
+/// file itself never matches, so `include: ["*.yaml"]` beside it is safe.
+fn expand_includes(cx: &mut Cx, inc: &Node, main: &Path, base: &Path) -> Vec<(PathBuf, Node)> {
+    let mut out = Vec::new();
+    let Some(patterns) = cx.string_list(inc, "include") else {
+        return out;
+    };
+    let main_canon = main.canonicalize().ok();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    for (i, pat) in patterns.iter().enumerate() {
+        let full = resolve_path(base, pat);
+        let key = format!("include[{i}]");
+        let pos = match &inc.value {
+            Value::Seq(items) => items.get(i).map(|n| n.pos.clone()).unwrap_or_else(|| inc.pos.clone()),
+            _ => inc.pos.clone(),
+        };
+        let paths = match glob::glob(&full.to_string_lossy()) {
+            Ok(p) => p,
+            Err(e) => {
+                cx.error(&pos, &key, format!("invalid glob `{pat}`: {e}"));
+                continue;
+            }
+        };
+        let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+        matched.sort();
+        let is_glob = pat.contains(['*', '?', '[']);
+        if matched.is_empty() {
+            if is_glob {
+                cx.warning(&pos, &key, format!("`{pat}` matches no files"));
+            } else {
+                cx.error(&pos, &key, format!("included file `{}` does not exist", full.display()));
+            }
+        }
+        for file in matched {
+            let canon = file.canonicalize().unwrap_or_else(|_| file.clone());
+            if Some(&canon) == main_canon.as_ref() || !seen.insert(canon) {
+                continue;
+            }
+            match read_file(&file) {
+                Ok(node) if matches!(node.value, Value::Null) => {}
+                Ok(node) => out.push((file, node)),
+                Err(d) => cx.diags.0.push(d),
+            }
+        }
+    }
+    out
+}
+
+/// Validates `defaults` keys once, where they are written, and returns the
+/// node to merge. Kind sections may be defaulted too (e.g. `http.headers`).
+fn check_defaults(cx: &mut Cx, node: &Node) -> Option<Node> {
+    let allowed: Vec<&str> = PROBE_COMMON_KEYS
+        .iter()
+        .chain(KIND_KEYS.iter())
+        .copied()
+        .filter(|k| *k != "name")
+        .collect();
+    let m = cx.map(node, "defaults", &allowed)?;
+    if m.has("interval") && m.has("cron") {
+        cx.error(&node.pos, "defaults", "give either `interval` or `cron`, not both");
+    }
+    Some(node.clone())
+}
+
+/// Returns `probe` with `defaults` filled in: keys the probe lacks are
+/// copied, mappings present in both are merged recursively (the probe
+/// wins). A kind section is only merged into probes of that kind, and a
+/// default `interval` does not apply to a probe with its own `cron`.
+fn merge_defaults(defaults: &Node, probe: &Node) -> Node {
+    let (Value::Map(d), Value::Map(p)) = (&defaults.value, &probe.value) else {
+        return probe.clone();
+    };
+    let has = |k: &str| p.iter().any(|(key, _)| key.name == k);
+    let mut entries = p.clone();
+    for (dk, dv) in d {
+        let name = dk.name.as_str();
+        if KIND_KEYS.contains(&name) && !has(name) {
+            continue;
+        }
+        if (name == "interval" && has("cron")) || (name == "cron" && has("interval")) {
+            continue;
+        }
+        match entries.iter_mut().find(|(k, _)| k.name == name) {
+            None => entries.push((dk.clone(), dv.clone())),
+            Some((_, pv)) => {
+                if matches!((&pv.value, &dv.value), (Value::Map(_), Value::Map(_))) {
+                    *pv = merge_defaults(dv, pv);
+                }
+            }
+        }
+    }
+    Node {
+        value: Value::Map(entries),
+        pos: probe.pos.clone(),
+    }
+}
+
+fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
+    let allowed: Vec<&str> = PROBE_COMMON_KEYS.iter().chain(KIND_KEYS.iter()).copied().collect();
+    let m = cx.map(node, path, &allowed)?;
+    let name = m.required_str(cx, "name");
+    if let Some(n) = &name {
+        if let Err(e) = check_name(n) {
+            m.error_at(cx, "name", e);
+        }
+    }
+    let kinds: Vec<&str> = KIND_KEYS.iter().copied().filter(|k| m.has(k)).collect();
+    let kind = match kinds.as_slice() {
+        [k] => Some(*k),
+        [] => {
+            cx.error(
+                &node.pos,
+                path,
+                format!("a probe needs exactly one kind key: one of {}", KIND_KEYS.join(", ")),
+            );
+            None
+        }
+        many => {
+            cx.error(
+                &node.pos,
+                path,
+                format!("a probe has exactly one kind key, found {}", many.join(" and ")),
+            );
+            None
+        }
+    };
+    let expect_map = match (kind, m.get("expect")) {
+        (Some(k), Some(e)) => {
+            let mut keys = vec!["latency"];
+            keys.extend_from_slice(ProbeKind::expect_keys(k));
+            cx.map(e, &m.path("expect"), &keys)
+        }
+        (None, Some(e)) => {
+            // Still check the value's type so its errors are not lost.
+            if !matches!(e.value, Value::Map(_)) {
+                cx.error(&e.pos, &m.path("expect"), format!("expected a mapping, found {}", e.type_name()));
+            }
+            None
+        }
+        _ => None,
+    };
+    let expect_latency = expect_map.as_ref().and_then(|em| {
+        let n = em.get("latency")?;
+        let text = cx.string(n, &em.path("latency"))?;
+        match DurationCmp::parse(&text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                cx.error(&n.pos, &em.path("latency"), e);
+                None
+            }
+        }
+    });
+    let probe_kind = kind.and_then(|k| {
+        let section = m.get(k)?;
+        ProbeKind::compile(k, cx, section, &m.path(k), expect_map.as_ref())
+    });
+
+    let schedule = compile_schedule(cx, &m);
+    let timeout = match m.get("timeout") {
+        Some(_) => m.duration(cx, "timeout"),
+        None => Some(DEFAULT_TIMEOUT),
+    };
+    if let Some(t) = timeout {
+        if t.is_zero() {
+            m.error_at(cx, "timeout", "timeout must be longer than zero");
+        }
+        if let Some(Schedule::Interval(i)) = &schedule {
+            if t > *i {
+                m.error_at(
+                    cx,
+                    "timeout",
+                    format!(
+                        "timeout {} is longer than the interval {}; a run would still be going when the next is due",
+                        crate::duration::human(t),
+                        crate::duration::human(*i)
+                    ),
+                );
+            }
+        }
+    }
+    let labels = match m.get("labels") {
+        Some(_) => m.string_map(cx, "labels"),
+        None => Some(BTreeMap::new()),
+    };
+    let depends_on = match m.get("depends_on") {
+        Some(_) => m.string_list(cx, "depends_on"),
+        None => Some(Vec::new()),
+    };
+    let alert = compile_alert(cx, &m);
+    let description = m.str(cx, "description");
+
+    Some(ProbeSpec {
+        name: name?,
+        description,
+        kind: probe_kind?,
+        schedule: schedule?,
+        timeout: timeout?,
+        expect_latency,
+        labels: labels?,
+        depends_on: depends_on?,
+        alert: alert?,
+        defined_at: format!("{}:{}", node.pos.file, node.pos.line),
+    })
+}
+
+/// Probe names appear in URLs, metrics labels and file names.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a probe name has 1 to 64 characters".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "invalid probe name `{name}`: `{bad}` is not allowed; use lowercase letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+fn compile_schedule(cx: &mut Cx, m: &Map<'_>) -> Option<Schedule> {
+    match (m.get("interval"), m.get("cron")) {
+        (Some(_), Some(c)) => {
+            cx.error(&c.pos, &m.path("cron"), "give either `interval` or `cron`, not both");
+            None
+        }
+        (Some(_), None) => {
+            let d = m.duration(cx, "interval")?;
+            if d < Duration::from_millis(100) {
+                m.error_at(cx, "interval", "an interval shorter than 100ms would flood the target");
+                return None;
+            }
+            Some(Schedule::Interval(d))
+        }
+        (None, Some(c)) => {
+            let expr = cx.string(c, &m.path("cron"))?;
+            match croner::Cron::from_str(&expr) {
+                Ok(cron) => Some(Schedule::Cron {
+                    expr,
+                    cron: Box::new(cron),
+                }),
+                Err(e) => {
+                    cx.error(&c.pos, &m.path("cron"), format!("invalid cron expression `{expr}`: {e}"));
+                    None
+                }
+            }
+        }
+        (None, None) => Some(Schedule::Interval(DEFAULT_INTERVAL)),
+    }
+}
+
+fn compile_alert(cx: &mut Cx, m: &Map<'_>) -> Option<AlertSpec> {
+    let mut alert = AlertSpec::default();
+    let Some(node) = m.get("alert") else {
+        return Some(alert);
+    };
+    let path = m.path("alert");
+    match &node.value {
+        Value::Bool(false) => {
+            alert.enabled = false;
+            return Some(alert);
+        }
+        Value::Bool(true) => return Some(alert),
+        _ => {}
+    }
+    let a = cx.map(node, &path, ALERT_KEYS)?;
+    let mut ok = true;
+    for (key, slot) in [("after", &mut alert.after), ("recover_after", &mut alert.recover_after)] {
+        if let Some(v) = a.u64(cx, key) {
+            if v == 0 || v > 10_000 {
+                a.error_at(cx, key, "must be between 1 and 10000");
+                ok = false;
+            } else {
+                *slot = v as u32;
+            }
+        }
+    }
+    if a.has("remind") {
+        alert.remind = a.duration(cx, "remind");
+        if alert.remind.is_some_and(|d| d < Duration::from_secs(60)) {
+            a.error_at(cx, "remind", "reminders more often than every minute are noise; use 1m or more");
+            ok = false;
+        }
+    }
+    if a.has("notify") {
+        alert.notify = a.string_list(cx, "notify").unwrap_or_default();
+    }
+    ok.then_some(alert)
+}
+
+fn probe_pos<'a>(nodes: &'a [(Node, String)], name: &str) -> Option<(&'a Node, &'a str)> {
+    nodes.iter().find_map(|(n, path)| {
+        let nn = n.get("name")?;
+        (nn.scalar_text().as_deref() == Some(name)).then_some((n, path.as_str()))
+    })
+}
+
+fn check_names(cx: &mut Cx, nodes: &[(Node, String)]) {
+    let mut first: HashMap<String, Pos> = HashMap::new();
+    for (n, path) in nodes {
+        let Some(nn) = n.get("name") else { continue };
+        let Some(name) = nn.scalar_text() else { continue };
+        match first.get(&name) {
+            Some(p) => cx.error(
+                &nn.pos,
+                &join(path, "name"),
+                format!("duplicate probe name `{name}` (first defined at {p})"),
+            ),
+            None => {
+                first.insert(name, nn.pos.clone());
+            }
+        }
+    }
+}
+
+fn check_dependencies(cx: &mut Cx, probes: &[ProbeSpec], nodes: &[(Node, String)]) {
+    let names: Vec<&str> = nodes
+        .iter()
+        .filter_map(|(n, _)| n.get("name").and_then(|v| match &v.value {
+            Value::Str { value, .. } => Some(value.as_str()),
+            _ => None,
+        }))
+        .collect();
+    for p in probes {
+        for dep in &p.depends_on {
+            if names.contains(&dep.as_str()) {
+                if dep == &p.name {
+                    report_dep(cx, nodes, &p.name, dep, format!("probe `{dep}` cannot depend on itself"));
+                }
+                continue;
+            }
+            let msg = match super::read::suggest(dep, &names) {
+                Some(s) => format!("`{dep}` names no probe; did you mean `{s}`?"),
+                None => format!("`{dep}` names no probe"),
+            };
+            report_dep(cx, nodes, &p.name, dep, msg);
+        }
+    }
+    // Cycles: depth-first search with colours; each cycle reported once.
+    let graph: HashMap<&str, Vec<&str>> = probes
+        .iter()
+        .map(|p| (p.name.as_str(), p.depends_on.iter().map(String::as_str).filter(|d| *d != p.name).collect()))
+        .collect();
+    let mut state: HashMap<&str, u8> = HashMap::new();
+    let mut reported: HashSet<Vec<&str>> = HashSet::new();
+    for p in probes {
+        let mut stack: Vec<&str> = Vec::new();
+        visit(p.name.as_str(), &graph, &mut state, &mut stack, &mut |cycle: Vec<&str>| {
+            let mut key = cycle.clone();
+            key.sort();
+            if reported.insert(key) {
+                let first = cycle[0];
+                let text = cycle.join(" -> ");
+                let msg = format!("dependency cycle: {text} -> {first}");
+                let next = cycle.get(1).copied().unwrap_or(first);
+                report_dep(cx, nodes, first, next, msg);
+            }
+        });
+    }
+}
+
+fn visit<'a>(
+    node: &'a str,
+    graph: &HashMap<&'a str, Vec<&'a str>>,
+    state: &mut HashMap<&'a str, u8>,
+    stack: &mut Vec<&'a str>,
+    on_cycle: &mut dyn FnMut(Vec<&'a str>),
+) {
+    match state.get(node) {
+        Some(2) => return,
+        Some(1) => {
+            if let Some(i) = stack.iter().position(|n| *n == node) {
+                on_cycle(stack[i..].to_vec());
+            }
+            return;
+        }
+        _ => {}
+    }
+    state.insert(node, 1);
+    stack.push(node);
+    if let Some(deps) = graph.get(node) {
+        for d in deps {
+            if graph.contains_key(d) {
+                visit(d, graph, state, stack, on_cycle);
+            }
+        }
+    }
+    stack.pop();
+    state.insert(node, 2);
+}
+
+fn report_dep(cx: &mut Cx, nodes: &[(Node, String)], probe: &str, dep: &str, msg: String) {
+    let Some((n, path)) = probe_pos(nodes, probe) else { return };
+    let key = join(path, "depends_on");
+    let pos = n
+        .get("depends_on")
+        .map(|d| match &d.value {
+            Value::Seq(items) => items
+                .iter()
+                .find(|i| i.scalar_text().as_deref() == Some(dep))
+                .map(|i| i.pos.clone())
+                .unwrap_or_else(|| d.pos.clone()),
+            _ => d.pos.clone(),
+        })
+        .unwrap_or_else(|| n.pos.clone());
+    cx.error(&pos, &key, msg);
+}
+
+fn check_notify(cx: &mut Cx, probes: &[ProbeSpec], nodes: &[(Node, String)], notifiers: &BTreeMap<String, Notifier>) {
+    let known: Vec<&str> = notifiers.keys().map(String::as_str).collect();
+    for p in probes {
+        for name in &p.alert.notify {
+            if notifiers.contains_key(name) {
+                continue;
+            }
+            // Point at the notify entry: in the probe, or in defaults.
+            let (pos, key) = probe_pos(nodes, &p.name)
+                .and_then(|(n, path)| {
+                    let notify = n.get("alert")?.get("notify")?;
+                    Some((notify.pos.clone(), join(path, "alert.notify")))
+                })
+                .unwrap_or_else(|| {
+                    (
+                        Pos {
+                            file: p.defined_at.rsplit_once(':').map(|(f, _)| f).unwrap_or("").into(),
+                            line: p.defined_at.rsplit_once(':').and_then(|(_, l)| l.parse().ok()).unwrap_or(0),
+                            col: 1,
+                        },
+                        "alert.notify".to_string(),
+                    )
+                });
+            let msg = match super::read::suggest(name, &known) {
+                Some(s) => format!("probe `{}` notifies `{name}`, which is not a notifier; did you mean `{s}`?", p.name),
+                None if known.is_empty() => format!("probe `{}` notifies `{name}`, but no notifiers are configured", p.name),
+                None => format!("probe `{}` notifies `{name}`, which is not a notifier (known: {})", p.name, known.join(", ")),
+            };
+            cx.error(&pos, &key, msg);
+        }
+    }
+}
+
+/// The same problem reached through `defaults` is reported once per place.
+fn dedupe(d: &mut Diagnostics) {
+    let mut seen = HashSet::new();
+    d.0.retain(|x| seen.insert((x.file.clone(), x.line, x.column, x.message.clone())));
+}

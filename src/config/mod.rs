@@ -1,0 +1,170 @@
+//! Configuration: the main file, its includes, and the compile step that
+//! turns them into validated runtime types.
+//!
+//! Loading happens in two stages. [`yaml`] parses each file into a tree of
+//! nodes that remember their line and column; [`compile`] walks those trees
+//! with the readers in [`read`], merging `defaults` into every probe and
+//! collecting *every* problem as a [`diag::Diagnostic`] before deciding. No
+//! configuration with an error is ever returned, and nothing here performs
+//! I/O beyond reading the configuration and secret files.
+
+pub mod compile;
+pub mod diag;
+pub mod read;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use compile::{load, load_with};
+pub use diag::{Diagnostic, Diagnostics};
+
+use crate::expect::DurationCmp;
+use crate::probe::ProbeKind;
+
+/// A validated configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main file, as given.
+    pub main_file: PathBuf,
+    /// Every file that was read, main file first (watched for reloads).
+    pub files: Vec<PathBuf>,
+    pub storage: Storage,
+    pub server: Server,
+    pub scheduler: SchedulerSettings,
+    pub notifiers: BTreeMap<String, Notifier>,
+    pub probes: Vec<ProbeSpec>,
+}
+
+impl Config {
+    pub fn probe(&self, name: &str) -> Option<&ProbeSpec> {
+        self.probes.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Storage {
+    /// Path of the SQLite database, resolved against the main file's folder.
+    pub sqlite: PathBuf,
+    /// How long every single result is kept.
+    pub retention_raw: Duration,
+    /// How long per-minute and per-hour rollups are kept.
+    pub retention_rollups: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Bearer token the API requires, when set.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerSettings {
+    /// Most probe runs in flight at once, across all probes.
+    pub concurrency: usize,
+}
+
+pub const DEFAULT_CONCURRENCY: usize = 512;
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// A notifier as configured. Sending is the alerting module's job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notifier {
+    Email {
+        /// lettre SMTP URL; may hold a password, so it is never shown unredacted.
+        smtp: String,
+        from: String,
+        to: Vec<String>,
+    },
+    Slack {
+        webhook: String,
+    },
+    Webhook {
+        url: String,
+        headers: BTreeMap<String, String>,
+        /// Key for the HMAC signature header, when set.
+        secret: Option<String>,
+    },
+}
+
+impl Notifier {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notifier::Email { .. } => "email",
+            Notifier::Slack { .. } => "slack",
+            Notifier::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// Every `interval`, offset by a stable per-probe jitter.
+    Interval(Duration),
+    /// At the times a cron expression names (UTC).
+    Cron { expr: String, cron: Box<croner::Cron> },
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Interval(d) => write!(f, "every {}", crate::duration::human(*d)),
+            Schedule::Cron { expr, .. } => write!(f, "cron \"{expr}\""),
+        }
+    }
+}
+
+/// When a probe's failures become an incident and who is told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSpec {
+    /// False when the probe says `alert: false`.
+    pub enabled: bool,
+    pub after: u32,
+    pub recover_after: u32,
+    pub remind: Option<Duration>,
+    pub notify: Vec<String>,
+}
+
+impl Default for AlertSpec {
+    fn default() -> Self {
+        AlertSpec {
+            enabled: true,
+            after: 3,
+            recover_after: 2,
+            remind: None,
+            notify: Vec::new(),
+        }
+    }
+}
+
+/// One probe, fully validated and with defaults applied.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub kind: ProbeKind,
+    pub schedule: Schedule,
+    pub timeout: Duration,
+    /// The `latency` expectation, which every kind accepts.
+    pub expect_latency: Option<DurationCmp>,
+    pub labels: BTreeMap<String, String>,
+    pub depends_on: Vec<String>,
+    pub alert: AlertSpec,
+    /// Where the probe is defined, `file:line`, for messages.
+    pub defined_at: String,
+}
+
+/// Resolves `p` against `base` unless it is absolute.
+pub fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
+}

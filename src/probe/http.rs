@@ -1,0 +1,29 @@
+//! The `http` probe kind. (Being written: see issue 2.)
+
+use crate::config::read::{Cx, Map};
+use crate::config::yaml::Node;
+use crate::probe::Trace;
+use crate::result::{Failure, FailureClass};
+
+/// Keys accepted in the `http:` section.
+pub const KEYS: &[&str] = &[];
+/// Keys accepted in `expect:` for this kind, besides `latency`.
+pub const EXPECT_KEYS: &[&str] = &[];
+
+#[derive(Debug, Clone)]
+pub struct HttpSpec {}
+
+impl HttpSpec {
+    pub fn target(&self) -> String {
+        String::new()
+    }
+}
+
+pub fn compile(cx: &mut Cx, node: &Node, path: &str, _expect: Option<&Map<'_>>) -> Option<HttpSpec> {
+    cx.map(node, path, KEYS)?;
+    Some(HttpSpec {})
+}
+
+pub async fn run(_spec: &HttpSpec, _trace: &mut Trace) -> Result<(), Failure> {
+    Err(Failure::new(FailureClass::Internal, "not implemented yet"))
+}

@@ -1,0 +1,235 @@
+//! Probe kinds: a closed enum with one module per kind, each with the same
+//! small surface: `KEYS` and `EXPECT_KEYS` (the configuration it accepts),
+//! `compile` (validate its configuration into a spec), and `run` (one run
+//! that records phases, details and expectation checks into a [`Trace`] and
+//! returns a typed [`Failure`] when the target is broken).
+//!
+//! This module owns the one place where a run is bounded by its timeout and
+//! turned into a [`ProbeResult`]. A probe never touches the database, never
+//! sleeps on a schedule and never talks to a notifier: it only measures.
+
+pub mod dns;
+pub mod http;
+pub mod tcp;
+pub mod tls;
+pub mod tlsutil;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use crate::config::read::{Cx, Map};
+use crate::config::yaml::Node;
+use crate::config::ProbeSpec;
+use crate::duration::human;
+use crate::result::{Check, Failure, FailureClass, Phase, ProbeResult};
+
+/// The kind keys, one of which every probe has.
+pub const KIND_KEYS: &[&str] = &["http", "tcp", "tls", "dns"];
+
+/// What to probe and how; one variant per kind.
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    Http(http::HttpSpec),
+    Tcp(tcp::TcpSpec),
+    Tls(tls::TlsSpec),
+    Dns(dns::DnsSpec),
+}
+
+impl ProbeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeKind::Http(_) => "http",
+            ProbeKind::Tcp(_) => "tcp",
+            ProbeKind::Tls(_) => "tls",
+            ProbeKind::Dns(_) => "dns",
+        }
+    }
+
+    /// The keys a kind's `expect:` mapping accepts, besides `latency`.
+    pub fn expect_keys(kind: &str) -> &'static [&'static str] {
+        match kind {
+            "http" => http::EXPECT_KEYS,
+            "tcp" => tcp::EXPECT_KEYS,
+            "tls" => tls::EXPECT_KEYS,
+            "dns" => dns::EXPECT_KEYS,
+            _ => &[],
+        }
+    }
+
+    /// Compiles the kind's section (`node`, at `path`) and its expectations
+    /// (`expect`, already opened with this kind's keys), reporting problems
+    /// into `cx`.
+    pub fn compile(
+        kind: &str,
+        cx: &mut Cx,
+        node: &Node,
+        path: &str,
+        expect: Option<&Map<'_>>,
+    ) -> Option<ProbeKind> {
+        match kind {
+            "http" => http::compile(cx, node, path, expect).map(ProbeKind::Http),
+            "tcp" => tcp::compile(cx, node, path, expect).map(ProbeKind::Tcp),
+            "tls" => tls::compile(cx, node, path, expect).map(ProbeKind::Tls),
+            "dns" => dns::compile(cx, node, path, expect).map(ProbeKind::Dns),
+            _ => None,
+        }
+    }
+
+    /// The target as shown to people (URL, host:port, name); never holds a secret.
+    pub fn target(&self) -> String {
+        let t = match self {
+            ProbeKind::Http(s) => s.target(),
+            ProbeKind::Tcp(s) => s.target(),
+            ProbeKind::Tls(s) => s.target(),
+            ProbeKind::Dns(s) => s.target(),
+        };
+        crate::redact::redact(&t)
+    }
+
+    async fn run(&self, trace: &mut Trace) -> Result<(), Failure> {
+        match self {
+            ProbeKind::Http(s) => http::run(s, trace).await,
+            ProbeKind::Tcp(s) => tcp::run(s, trace).await,
+            ProbeKind::Tls(s) => tls::run(s, trace).await,
+            ProbeKind::Dns(s) => dns::run(s, trace).await,
+        }
+    }
+}
+
+/// What a run has seen so far. A probe records each phase as it completes,
+/// so when the timeout cuts a run short we still know how far it got.
+#[derive(Debug)]
+pub struct Trace {
+    start: Instant,
+    mark: Instant,
+    /// The phase the run is waiting on, if any.
+    pub waiting_for: Option<Phase>,
+    pub phases: Vec<(Phase, Duration)>,
+    pub checks: Vec<Check>,
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace::new()
+    }
+}
+
+impl Trace {
+    pub fn new() -> Trace {
+        let now = Instant::now();
+        Trace {
+            start: now,
+            mark: now,
+            waiting_for: None,
+            phases: Vec::new(),
+            checks: Vec::new(),
+            details: serde_json::Map::new(),
+        }
+    }
+
+    /// Starts timing `phase`.
+    pub fn begin(&mut self, phase: Phase) {
+        self.mark = Instant::now();
+        self.waiting_for = Some(phase);
+    }
+
+    /// Ends the phase begun last and records its duration. A phase that
+    /// happens more than once (each hop of a redirect) accumulates.
+    pub fn end(&mut self) -> Duration {
+        let d = self.mark.elapsed();
+        if let Some(phase) = self.waiting_for.take() {
+            self.add_phase(phase, d);
+        }
+        d
+    }
+
+    /// Records a phase measured elsewhere (e.g. by a library callback).
+    pub fn add_phase(&mut self, phase: Phase, d: Duration) {
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, total)) => *total += d,
+            None => self.phases.push((phase, d)),
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn detail(&mut self, key: &str, value: impl Into<serde_json::Value>) {
+        self.details.insert(key.to_string(), value.into());
+    }
+
+    /// Records one expectation's verdict. `expectation` is written as in
+    /// the configuration (`status 2xx`), `observed` is what was seen.
+    pub fn check(&mut self, expectation: impl Into<String>, passed: bool, observed: impl Into<String>) {
+        self.checks.push(Check {
+            expectation: crate::redact::redact(&expectation.into()),
+            passed,
+            observed: crate::redact::redact(&observed.into()),
+        });
+    }
+}
+
+/// Runs `spec` once, bounded by its timeout, and returns the full result.
+/// This never panics and never takes longer than the timeout plus the time
+/// to drop the run's resources.
+pub async fn run_once(spec: &ProbeSpec) -> ProbeResult {
+    let started_at = Utc::now();
+    let mut trace = Trace::new();
+    let outcome = tokio::time::timeout(spec.timeout, spec.kind.run(&mut trace)).await;
+    let duration = trace.elapsed();
+    let mut failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(f)) => Some(f),
+        Err(_) => {
+            let during = trace
+                .waiting_for
+                .map(|p| format!(" while waiting for {}", p.as_str().replace('_', " ")))
+                .unwrap_or_default();
+            Some(Failure::new(
+                FailureClass::Timeout,
+                format!(
+                    "{} did not finish within the {} timeout{during}",
+                    spec.kind.target(),
+                    human(spec.timeout)
+                ),
+            ))
+        }
+    };
+    if failure.as_ref().is_none_or(|f| f.class == FailureClass::Expectation) {
+        if let Some(cmp) = &spec.expect_latency {
+            trace.check(format!("latency {cmp}"), cmp.holds(duration), human(duration));
+        }
+    }
+    if failure.is_none() {
+        failure = first_failed_check(&trace.checks);
+    }
+    ProbeResult {
+        probe: spec.name.clone(),
+        started_at,
+        duration,
+        success: failure.is_none(),
+        failure,
+        phases: trace.phases,
+        checks: trace.checks,
+        details: trace.details,
+    }
+}
+
+/// The failure of the first expectation that did not hold, if any; its
+/// message names the expectation and what was seen instead.
+fn first_failed_check(checks: &[Check]) -> Option<Failure> {
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.passed).collect();
+    let first = failed.first()?;
+    let more = match failed.len() {
+        1 => String::new(),
+        n => format!(" (and {} more failed expectations)", n - 1),
+    };
+    Some(Failure::new(
+        FailureClass::Expectation,
+        format!("expected {}, got {}{more}", first.expectation, first.observed),
+    ))
+}

@@ -1,0 +1,1 @@
+//! The scheduler (being written: issue 2).

@@ -1,0 +1,1 @@
+//! History storage (being written: issue 2).
