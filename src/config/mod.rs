@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use compile::{load, load_with};
+pub use compile::{load, load_str, load_with};
 pub use diag::{Diagnostic, Diagnostics};
 
 use crate::expect::DurationCmp;

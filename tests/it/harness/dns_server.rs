@@ -1,0 +1,1 @@
+//! A throwaway DNS server with a test zone, started from the installed binary.

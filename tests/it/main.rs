@@ -1,0 +1,14 @@
+//! Lookout's one integration-test crate. Each module tests one area against
+//! real servers started by `harness` (in-process HTTP/TCP/TLS targets,
+//! throwaway DNS servers, temporary directories and databases).
+
+mod harness;
+
+mod cli;
+mod config;
+mod dns;
+mod http;
+mod scheduler;
+mod store;
+mod tcp;
+mod tls;
