@@ -4,6 +4,8 @@
 //! parses arguments and turns typed errors into messages and exit codes.
 //! See ARCHITECTURE.md for the map of modules and the invariants they keep.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod cli;
 pub mod config;
 pub mod duration;

@@ -1,1 +1,26 @@
-fn main(){}
+//! The `lookout` binary: parse arguments, set up logging, run the command,
+//! and turn its outcome into the process exit status.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use lookout::cli::{dispatch, Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    dispatch(cli).into()
+}
+
+/// Logs go to stderr, at the level in `LOOKOUT_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("LOOKOUT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

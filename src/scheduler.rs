@@ -1,1 +1,193 @@
-//! The scheduler (being written: issue 2).
+//! The scheduler: one task per probe that sleeps until the probe is due,
+//! takes a permit from the global concurrency bound, runs the probe once
+//! (bounded by its timeout) and hands the result to a sink.
+//!
+//! Invariants: a probe is never run twice at the same time (its task runs
+//! one run after another); a slow or hanging target only holds its own task
+//! and one permit, so it never delays another probe beyond the permit
+//! bound; the scheduler never waits on the disk or a notifier (the sink
+//! must return at once). Interval schedules are spread by a stable
+//! per-probe offset so a thousand probes with one interval do not fire in
+//! the same millisecond. Time comes from tokio's clock, so tests can pause it.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ProbeSpec, Schedule};
+use crate::probe::run_once;
+use crate::result::ProbeResult;
+
+/// Facts about one run that belong to the scheduler, not the probe.
+#[derive(Debug, Clone, Copy)]
+pub struct RunMeta {
+    /// When the run was due.
+    pub due: Instant,
+    /// How late it started: due time to start, after waiting for a permit.
+    pub lag: Duration,
+}
+
+/// Where results go. It must return quickly and never block: the recorder,
+/// the live state and the log all take results without waiting.
+pub type Sink = Arc<dyn Fn(ProbeResult, RunMeta) + Send + Sync>;
+
+/// The first runs after start are spread over at most this long, so results
+/// appear within seconds of starting even with long intervals.
+const START_SPREAD: Duration = Duration::from_secs(2);
+
+/// Runs every probe on its schedule until `shutdown` is cancelled, then
+/// waits for the runs in flight to finish (each is bounded by its timeout).
+pub async fn run(probes: Vec<Arc<ProbeSpec>>, concurrency: usize, sink: Sink, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let epoch = Instant::now();
+    let mut tasks = JoinSet::new();
+    for spec in probes {
+        let permits = permits.clone();
+        let sink = sink.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(probe_loop(spec, epoch, permits, sink, shutdown));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            // A panic in a probe is a bug; the other probes keep running.
+            tracing::error!(error = %e, "probe task ended abnormally");
+        }
+    }
+}
+
+async fn probe_loop(
+    spec: Arc<ProbeSpec>,
+    epoch: Instant,
+    permits: Arc<Semaphore>,
+    sink: Sink,
+    shutdown: CancellationToken,
+) {
+    let mut due = first_due(&spec, epoch);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => p,
+        };
+        let Ok(permit) = permit else { return };
+        let lag = Instant::now().saturating_duration_since(due);
+        let result = run_once(&spec).await;
+        drop(permit);
+        sink(result, RunMeta { due, lag });
+        due = match next_due(&spec, epoch, due, Instant::now()) {
+            Some(d) => d,
+            None => {
+                tracing::warn!(probe = %spec.name, "cron schedule has no future run; probe stopped");
+                return;
+            }
+        };
+    }
+}
+
+/// A stable offset in `[0, span)` derived from the probe's name.
+pub fn offset(name: &str, span: Duration) -> Duration {
+    let nanos = span.as_nanos() as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    Duration::from_nanos(h.finish() % nanos)
+}
+
+/// When a probe first runs: soon after start, spread over [`START_SPREAD`]
+/// (or the interval, if shorter); cron probes at their first cron time.
+pub fn first_due(spec: &ProbeSpec, epoch: Instant) -> Instant {
+    match &spec.schedule {
+        Schedule::Interval(i) => epoch + offset(&spec.name, (*i).min(START_SPREAD)),
+        Schedule::Cron { cron, .. } => cron_next(cron, epoch).unwrap_or(epoch + Duration::from_secs(86_400 * 365)),
+    }
+}
+
+/// The due time after a run that was due at `last`, finishing at `now`.
+///
+/// Interval probes run in slots `epoch + phase + k * interval`, where the
+/// phase is the probe's stable offset; the next slot is the first at least
+/// half an interval after `last` (so the first, spread run is not followed
+/// immediately by a second) and not in the past (missed slots are skipped,
+/// never run in a burst).
+pub fn next_due(spec: &ProbeSpec, epoch: Instant, last: Instant, now: Instant) -> Option<Instant> {
+    match &spec.schedule {
+        Schedule::Interval(i) => {
+            let interval = *i;
+            let phase = offset(&spec.name, interval);
+            let earliest = (last + interval / 2).max(now);
+            let base = epoch + phase;
+            if earliest <= base {
+                return Some(base);
+            }
+            let since = earliest - base;
+            let k = since.as_nanos().div_ceil(interval.as_nanos().max(1));
+            let k = u32::try_from(k).ok()?;
+            Some(base + interval * k)
+        }
+        Schedule::Cron { cron, .. } => cron_next(cron, now),
+    }
+}
+
+/// The next cron time after now, as a tokio instant.
+fn cron_next(cron: &croner::Cron, now: Instant) -> Option<Instant> {
+    let wall = chrono::Utc::now();
+    let next = cron.find_next_occurrence(&wall, false).ok()?;
+    let wait = (next - wall).to_std().unwrap_or(Duration::ZERO);
+    Some(now + wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, interval: Duration) -> ProbeSpec {
+        let yaml = format!(
+            "probes:\n  - name: {name}\n    tcp: {{host: 127.0.0.1, port: 9}}\n    interval: {}ms\n    timeout: 100ms\n",
+            interval.as_millis()
+        );
+        let (cfg, _) = crate::config::load_str("t.yaml", &yaml, crate::config::read::Cx::new(Box::new(|_| None)))
+            .unwrap_or_else(|d| panic!("{d}"));
+        cfg.probes.into_iter().next().unwrap_or_else(|| panic!("one probe"))
+    }
+
+    #[test]
+    fn offsets_spread_probes_over_the_interval() {
+        let span = Duration::from_secs(30);
+        let mut buckets = [0usize; 10];
+        for i in 0..1000 {
+            let o = offset(&format!("probe-{i}"), span);
+            assert!(o < span);
+            buckets[(o.as_secs_f64() / 3.0) as usize] += 1;
+        }
+        // Each tenth of the interval gets roughly a tenth of the probes.
+        assert!(buckets.iter().all(|b| (50..=150).contains(b)), "{buckets:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_due_keeps_the_interval_and_skips_missed_slots() {
+        let s = spec("a", Duration::from_secs(10));
+        let epoch = Instant::now();
+        let first = first_due(&s, epoch);
+        assert!(first < epoch + START_SPREAD);
+        let second = next_due(&s, epoch, first, first + Duration::from_millis(5)).expect("next");
+        let gap = second - first;
+        assert!(gap >= Duration::from_secs(5) && gap <= Duration::from_secs(15), "{gap:?}");
+        let third = next_due(&s, epoch, second, second + Duration::from_millis(5)).expect("next");
+        assert_eq!(third - second, Duration::from_secs(10));
+        // A run that overran two slots resumes at the next slot, not in a burst.
+        let late = next_due(&s, epoch, third, third + Duration::from_secs(25)).expect("next");
+        assert_eq!(late - third, Duration::from_secs(30));
+    }
+}

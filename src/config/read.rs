@@ -14,10 +14,13 @@ use std::time::Duration;
 use super::diag::{Diagnostic, Diagnostics, Severity};
 use super::yaml::{Key, Node, Pos, Value};
 
+/// Looks up an environment variable (replaceable in tests).
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
+
 /// The compile context: collected diagnostics and how to expand variables.
 pub struct Cx {
     pub diags: Diagnostics,
-    env: Box<dyn Fn(&str) -> Option<String> + Send>,
+    env: EnvLookup,
     /// Directory that relative `${file:...}` paths are resolved against.
     pub base_dir: PathBuf,
 }
@@ -29,7 +32,7 @@ impl Default for Cx {
 }
 
 impl Cx {
-    pub fn new(env: Box<dyn Fn(&str) -> Option<String> + Send>) -> Cx {
+    pub fn new(env: EnvLookup) -> Cx {
         Cx {
             diags: Diagnostics::default(),
             env,
@@ -301,7 +304,7 @@ impl<'a> Map<'a> {
     }
 
     /// A key that must be present; its absence is reported at the mapping.
-    pub fn required<'b>(&self, cx: &mut Cx, key: &str) -> Option<&'a Node> {
+    pub fn required(&self, cx: &mut Cx, key: &str) -> Option<&'a Node> {
         let n = self.get(key);
         if n.is_none() {
             cx.error(&self.node.pos, &self.path, format!("missing required key `{key}`"));

@@ -1,29 +1,1149 @@
-//! The `http` probe kind. (Being written: see issue 2.)
+//! The `http` probe kind: one HTTP/1.1 request (following redirects when
+//! asked) over a fresh connection, timed phase by phase, with expectations
+//! on the status, headers, body, JSON values and the TLS certificate.
+//!
+//! The client is built by hand from hyper's connection API so each phase
+//! (dns, connect, tls, first byte, transfer) is measured exactly and nothing
+//! is pooled: every run resolves, connects and handshakes from scratch. The
+//! run is bounded from outside by `run_once`'s timeout, so everything here is
+//! cancel-safe: dropping the run drops the socket and aborts the connection
+//! task. The body is read into memory up to `max_body` and no further.
 
-use crate::config::read::{Cx, Map};
-use crate::config::yaml::Node;
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use regex::Regex;
+use serde_json::Value as Json;
+use serde_json_path::JsonPath;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use url::Url;
+
+use crate::config::read::{join, suggest, Cx, Map};
+use crate::config::yaml::{Node, Value};
+use crate::expect::{text_of, DurationCmp, StatusMatcher, ValueMatcher};
+use crate::probe::tlsutil::{self, Handshake, TlsOptions};
 use crate::probe::Trace;
-use crate::result::{Failure, FailureClass};
+use crate::result::{Failure, FailureClass, Phase};
 
 /// Keys accepted in the `http:` section.
-pub const KEYS: &[&str] = &[];
+pub const KEYS: &[&str] = &[
+    "url",
+    "method",
+    "headers",
+    "body",
+    "basic_auth",
+    "bearer_token",
+    "follow_redirects",
+    "max_redirects",
+    "insecure",
+    "ca",
+    "max_body",
+    "user_agent",
+];
 /// Keys accepted in `expect:` for this kind, besides `latency`.
-pub const EXPECT_KEYS: &[&str] = &[];
+pub const EXPECT_KEYS: &[&str] = &[
+    "status",
+    "body_contains",
+    "body_matches",
+    "json",
+    "headers",
+    "certificate_expires_in",
+];
 
+/// Bodies larger than this fail as `size` unless `max_body` says otherwise.
+pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+/// The largest `max_body` accepted: one probe must not hold gigabytes.
+pub const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
+const MAX_MAX_REDIRECTS: u64 = 100;
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"];
+const BASIC_AUTH_KEYS: &[&str] = &["username", "password"];
+/// How much of a body an expectation's failure message quotes.
+const SNIPPET_CHARS: usize = 120;
+
+/// A compiled `http` probe.
 #[derive(Debug, Clone)]
-pub struct HttpSpec {}
+pub struct HttpSpec {
+    pub url: Url,
+    pub method: Method,
+    /// Every request header except `Host`: defaults (`User-Agent`,
+    /// `Accept`), the configured ones, and `Authorization` (marked
+    /// sensitive) from `basic_auth`, `bearer_token` or the URL's user info.
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    pub follow_redirects: bool,
+    pub max_redirects: u32,
+    pub tls: TlsOptions,
+    pub max_body: u64,
+    /// Boxed to keep `ProbeKind` small: most of a spec is its expectations.
+    pub expect: Box<HttpExpect>,
+}
+
+/// The `expect:` entries of an `http` probe (latency is handled by `run_once`).
+#[derive(Debug, Clone, Default)]
+pub struct HttpExpect {
+    /// Defaults to any 2xx or 3xx.
+    pub status: StatusMatcher,
+    pub body_contains: Vec<String>,
+    pub body_matches: Vec<Regex>,
+    pub json: Vec<JsonExpect>,
+    pub headers: Vec<(HeaderName, ValueMatcher)>,
+    pub certificate_expires_in: Option<DurationCmp>,
+}
+
+/// One `json:` entry: a JSONPath and what every value it selects must be.
+#[derive(Debug, Clone)]
+pub struct JsonExpect {
+    /// The path as written, for messages.
+    pub text: String,
+    pub path: JsonPath,
+    pub matcher: ValueMatcher,
+}
 
 impl HttpSpec {
     pub fn target(&self) -> String {
-        String::new()
+        crate::redact::redact(self.url.as_str())
     }
 }
 
-pub fn compile(cx: &mut Cx, node: &Node, path: &str, _expect: Option<&Map<'_>>) -> Option<HttpSpec> {
-    cx.map(node, path, KEYS)?;
-    Some(HttpSpec {})
+/// A default GET probe of `url` (for `lookout probe --url URL`).
+pub fn from_url(url: &str) -> Result<HttpSpec, String> {
+    let url = parse_url(url)?;
+    let mut headers = default_headers();
+    if let Some(auth) = url_credentials(&url) {
+        headers.insert(header::AUTHORIZATION, auth);
+    }
+    Ok(HttpSpec {
+        url,
+        method: Method::GET,
+        headers,
+        body: None,
+        follow_redirects: true,
+        max_redirects: DEFAULT_MAX_REDIRECTS,
+        tls: TlsOptions::default(),
+        max_body: DEFAULT_MAX_BODY,
+        expect: Box::default(),
+    })
 }
 
-pub async fn run(_spec: &HttpSpec, _trace: &mut Trace) -> Result<(), Failure> {
-    Err(Failure::new(FailureClass::Internal, "not implemented yet"))
+// ---------------------------------------------------------------------------
+// Compiling the configuration
+
+pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -> Option<HttpSpec> {
+    let m = cx.map(node, path, KEYS)?;
+    let url = m.required_str(cx, "url").and_then(|u| match parse_url(&u) {
+        Ok(url) => Some(url),
+        Err(e) => {
+            m.error_at(cx, "url", e);
+            None
+        }
+    });
+    let method = match m.get("method") {
+        None => Some(Method::GET),
+        Some(_) => m.str(cx, "method").and_then(|t| match parse_method(&t) {
+            Ok(method) => Some(method),
+            Err(e) => {
+                m.error_at(cx, "method", e);
+                None
+            }
+        }),
+    };
+    let headers = compile_headers(cx, &m);
+    let body = m.str(cx, "body").map(Bytes::from);
+    let follow_redirects = match m.get("follow_redirects") {
+        None => Some(true),
+        Some(_) => m.bool(cx, "follow_redirects"),
+    };
+    let max_redirects = match m.get("max_redirects") {
+        None => Some(DEFAULT_MAX_REDIRECTS),
+        Some(_) => m.u64(cx, "max_redirects").and_then(|n| {
+            if n > MAX_MAX_REDIRECTS {
+                m.error_at(cx, "max_redirects", format!("at most {MAX_MAX_REDIRECTS} redirects can be followed"));
+                return None;
+            }
+            u32::try_from(n).ok()
+        }),
+    };
+    let max_body = match m.get("max_body") {
+        None => Some(DEFAULT_MAX_BODY),
+        Some(n) => compile_size(cx, n, &m.path("max_body")),
+    };
+    let tls = tlsutil::compile_options(cx, &m);
+    let expect = compile_expect(cx, expect);
+
+    let mut headers = headers?;
+    if let Some(url) = &url {
+        if !headers.contains_key(header::AUTHORIZATION) {
+            if let Some(auth) = url_credentials(url) {
+                headers.insert(header::AUTHORIZATION, auth);
+            }
+        }
+    }
+    Some(HttpSpec {
+        url: url?,
+        method: method?,
+        headers,
+        body,
+        follow_redirects: follow_redirects?,
+        max_redirects: max_redirects?,
+        tls: tls?,
+        max_body: max_body?,
+        expect: Box::new(expect?),
+    })
+}
+
+/// Parses an http(s) URL; the error says what is wrong in words.
+pub fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL `{text}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "unsupported URL scheme `{}`: an http probe needs an http:// or https:// URL",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("invalid URL `{text}`: no host"));
+    }
+    Ok(url)
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    if METHODS.contains(&upper.as_str()) {
+        return Method::from_bytes(upper.as_bytes()).map_err(|e| format!("invalid method `{text}`: {e}"));
+    }
+    Err(match suggest(&upper, METHODS) {
+        Some(s) => format!("unknown HTTP method `{text}`; did you mean `{s}`?"),
+        None => format!("unknown HTTP method `{text}`; expected one of: {}", METHODS.join(", ")),
+    })
+}
+
+fn default_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("Lookout/", env!("CARGO_PKG_VERSION"))),
+    );
+    h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    h
+}
+
+/// Headers that carry credentials: sent only to the configured origin.
+fn is_credential(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION || name == header::COOKIE || name == header::PROXY_AUTHORIZATION
+}
+
+fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+fn basic(user: &str, password: &str) -> Option<HeaderValue> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    crate::redact::register(&token);
+    sensitive(&format!("Basic {token}"))
+}
+
+/// Basic credentials written in the URL (`https://user:pass@host/`).
+fn url_credentials(url: &Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let user = percent_decode(url.username());
+    let password = percent_decode(url.password().unwrap_or(""));
+    crate::redact::register(&password);
+    basic(&user, &password)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `headers`, `user_agent`, `basic_auth` and `bearer_token` into one map.
+fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
+    let mut out = default_headers();
+    let mut ok = true;
+    if let Some(ua) = m.str(cx, "user_agent") {
+        match HeaderValue::from_str(&ua) {
+            Ok(v) => {
+                out.insert(header::USER_AGENT, v);
+            }
+            Err(_) => {
+                m.error_at(cx, "user_agent", "invalid header value (control characters are not allowed)");
+                ok = false;
+            }
+        }
+    } else if m.has("user_agent") {
+        ok = false;
+    }
+    if let Some(node) = m.get("headers") {
+        let path = m.path("headers");
+        match &node.value {
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    let key_path = join(&path, &k.name);
+                    let name = match HeaderName::from_bytes(k.name.as_bytes()) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            cx.error(&k.pos, &key_path, format!("invalid header name `{}`", k.name));
+                            ok = false;
+                            continue;
+                        }
+                    };
+                    let Some(text) = cx.string(v, &key_path) else {
+                        ok = false;
+                        continue;
+                    };
+                    let value = if is_credential(&name) {
+                        sensitive(&text)
+                    } else {
+                        HeaderValue::from_str(&text).ok()
+                    };
+                    match value {
+                        Some(value) => {
+                            out.insert(name, value);
+                        }
+                        None => {
+                            cx.error(&v.pos, &key_path, "invalid header value (control characters are not allowed)");
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            _ => {
+                cx.error(&node.pos, &path, format!("expected a mapping of header names to values, found {}", node.type_name()));
+                ok = false;
+            }
+        }
+    }
+    let explicit_auth = out.contains_key(header::AUTHORIZATION);
+    if let Some(node) = m.get("basic_auth") {
+        let path = m.path("basic_auth");
+        if let Some(b) = cx.map(node, &path, BASIC_AUTH_KEYS) {
+            let user = b.required_str(cx, "username");
+            let password = match b.get("password") {
+                None => Some(String::new()),
+                Some(_) => b.str(cx, "password"),
+            };
+            match (user, password) {
+                (Some(u), Some(p)) => {
+                    if u.contains(':') {
+                        b.error_at(cx, "username", "a basic auth username cannot contain `:`");
+                        ok = false;
+                    }
+                    crate::redact::register(&p);
+                    match basic(&u, &p) {
+                        Some(v) => {
+                            out.insert(header::AUTHORIZATION, v);
+                        }
+                        None => {
+                            cx.error(&node.pos, &path, "credentials hold characters that cannot be sent in a header");
+                            ok = false;
+                        }
+                    }
+                }
+                _ => ok = false,
+            }
+        } else {
+            ok = false;
+        }
+    }
+    if m.has("bearer_token") {
+        match m.str(cx, "bearer_token") {
+            Some(t) => {
+                crate::redact::register(&t);
+                if m.has("basic_auth") {
+                    m.error_at(cx, "bearer_token", "give either `basic_auth` or `bearer_token`, not both");
+                    ok = false;
+                } else {
+                    match sensitive(&format!("Bearer {}", t.trim())) {
+                        Some(v) => {
+                            out.insert(header::AUTHORIZATION, v);
+                        }
+                        None => {
+                            m.error_at(cx, "bearer_token", "the token holds characters that cannot be sent in a header");
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+    if explicit_auth && (m.has("basic_auth") || m.has("bearer_token")) {
+        let key = if m.has("basic_auth") { "basic_auth" } else { "bearer_token" };
+        m.error_at(cx, key, "an `Authorization` header is already set in `headers`; give the credentials once");
+        ok = false;
+    }
+    ok.then_some(out)
+}
+
+fn compile_size(cx: &mut Cx, node: &Node, path: &str) -> Option<u64> {
+    let text = match &node.value {
+        Value::Int(i) => i.to_string(),
+        Value::Str { .. } => cx.string(node, path)?,
+        _ => {
+            cx.error(&node.pos, path, format!("expected a size such as 1MiB, found {}", node.type_name()));
+            return None;
+        }
+    };
+    match parse_size(&text) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            cx.error(&node.pos, path, e);
+            None
+        }
+    }
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `1MiB`, `10MB`, `1GiB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("invalid size `{t}`: write e.g. 1048576, 512KiB, 1MiB or 10MB");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(format!("invalid size `{t}`: must be more than zero"));
+    }
+    if bytes > MAX_MAX_BODY {
+        return Err(format!("size `{t}` is more than the largest allowed, 1GiB"));
+    }
+    Ok(bytes)
+}
+
+/// A byte count the way it was probably written: `1 MiB`, `512 KiB`, `10 MB`.
+pub fn human_size(n: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1_000)] {
+        if n >= size && n % size == 0 {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// The list items of a key that takes one value or a list.
+fn items(node: &Node) -> Vec<(&Node, Option<usize>)> {
+    match &node.value {
+        Value::Seq(list) => list.iter().enumerate().map(|(i, n)| (n, Some(i))).collect(),
+        _ => vec![(node, None)],
+    }
+}
+
+fn item_path(path: &str, i: Option<usize>) -> String {
+    match i {
+        Some(i) => format!("{path}[{i}]"),
+        None => path.to_string(),
+    }
+}
+
+fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
+    let mut out = HttpExpect {
+        certificate_expires_in: tlsutil::compile_expiry(cx, expect)?,
+        ..HttpExpect::default()
+    };
+    let Some(em) = expect else { return Some(out) };
+    let mut ok = true;
+    if let Some(node) = em.get("status") {
+        let path = em.path("status");
+        let mut parsed = Vec::new();
+        for (item, i) in items(node) {
+            let p = item_path(&path, i);
+            let text = match &item.value {
+                Value::Int(_) | Value::Str { .. } => cx.string(item, &p),
+                _ => {
+                    cx.error(&item.pos, &p, format!("expected a status code or a class such as 2xx, found {}", item.type_name()));
+                    None
+                }
+            };
+            match text.map(|t| StatusMatcher::parse_item(&t)) {
+                Some(Ok(s)) => parsed.push(s),
+                Some(Err(e)) => {
+                    cx.error(&item.pos, &p, e);
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if parsed.is_empty() && ok {
+            cx.error(&node.pos, &path, "give at least one status code or class");
+            ok = false;
+        }
+        out.status = StatusMatcher { items: parsed };
+    }
+    if let Some(node) = em.get("body_contains") {
+        let path = em.path("body_contains");
+        for (item, i) in items(node) {
+            match cx.string(item, &item_path(&path, i)) {
+                Some(s) => out.body_contains.push(s),
+                None => ok = false,
+            }
+        }
+    }
+    if let Some(node) = em.get("body_matches") {
+        let path = em.path("body_matches");
+        for (item, i) in items(node) {
+            let p = item_path(&path, i);
+            match cx.string(item, &p).map(|s| crate::expect::regex(&s)) {
+                Some(Ok(re)) => out.body_matches.push(re),
+                Some(Err(e)) => {
+                    cx.error(&item.pos, &p, e);
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+    }
+    if let Some(node) = em.get("json") {
+        let path = em.path("json");
+        match &node.value {
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    let p = join(&path, &k.name);
+                    let jp = match JsonPath::parse(&k.name) {
+                        Ok(jp) => Some(jp),
+                        Err(e) => {
+                            let hint = if k.name.starts_with('$') { "" } else { " (a JSONPath starts with `$`, e.g. `$.status`)" };
+                            cx.error(&k.pos, &p, format!("invalid JSONPath `{}`: {e}{hint}", k.name));
+                            None
+                        }
+                    };
+                    let matcher = node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            cx.error(&v.pos, &p, e);
+                            None
+                        }
+                    });
+                    match (jp, matcher) {
+                        (Some(path), Some(matcher)) => out.json.push(JsonExpect {
+                            text: k.name.clone(),
+                            path,
+                            matcher,
+                        }),
+                        _ => ok = false,
+                    }
+                }
+            }
+            _ => {
+                cx.error(&node.pos, &path, format!("expected a mapping of JSONPath to expected value, found {}", node.type_name()));
+                ok = false;
+            }
+        }
+    }
+    if let Some(node) = em.get("headers") {
+        let path = em.path("headers");
+        match &node.value {
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    let p = join(&path, &k.name);
+                    let name = match HeaderName::from_bytes(k.name.as_bytes()) {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            cx.error(&k.pos, &p, format!("invalid header name `{}`", k.name));
+                            None
+                        }
+                    };
+                    let matcher = node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            cx.error(&v.pos, &p, e);
+                            None
+                        }
+                    });
+                    match (name, matcher) {
+                        (Some(n), Some(m)) => out.headers.push((n, m)),
+                        _ => ok = false,
+                    }
+                }
+            }
+            _ => {
+                cx.error(&node.pos, &path, format!("expected a mapping of header names to expected values, found {}", node.type_name()));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// A YAML value as JSON; strings are expanded like every other string.
+fn node_json(cx: &mut Cx, node: &Node, path: &str) -> Option<Json> {
+    Some(match &node.value {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        Value::Str { .. } => Json::String(cx.string(node, path)?),
+        Value::Seq(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, n) in list.iter().enumerate() {
+                out.push(node_json(cx, n, &format!("{path}[{i}]"))?);
+            }
+            Json::Array(out)
+        }
+        Value::Map(entries) => {
+            let mut out = serde_json::Map::new();
+            for (k, n) in entries {
+                out.insert(k.name.clone(), node_json(cx, n, &join(path, &k.name))?);
+            }
+            Json::Object(out)
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Running
+
+/// Keeps a connection alive while its response is read; dropping it aborts
+/// the task that drives the connection, which closes the socket.
+struct ConnGuard {
+    task: tokio::task::JoinHandle<()>,
+    _sender: SendRequest<Full<Bytes>>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One request/response exchange: the response head and what it came over.
+struct Hop {
+    response: Response<Incoming>,
+    tls: Option<Handshake>,
+    _conn: ConnGuard,
+}
+
+pub async fn run(spec: &HttpSpec, trace: &mut Trace) -> Result<(), Failure> {
+    let mut url = spec.url.clone();
+    let mut method = spec.method.clone();
+    let mut body = spec.body.clone();
+    let mut redirects: u32 = 0;
+    let origin = spec.url.origin();
+    let hop = loop {
+        let with_credentials = url.origin() == origin;
+        let hop = fetch(spec, &url, &method, body.clone(), with_credentials, trace).await?;
+        let status = hop.response.status();
+        if !(spec.follow_redirects && is_redirect(status)) {
+            break hop;
+        }
+        let Some(location) = hop.response.headers().get(header::LOCATION) else {
+            break hop;
+        };
+        let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
+        let next = url.join(location.trim()).map_err(|e| {
+            Failure::new(
+                FailureClass::Protocol,
+                format!("{url} redirected to an invalid Location `{location}`: {e}"),
+            )
+        })?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(Failure::new(
+                FailureClass::Protocol,
+                format!("{url} redirected to `{next}`, which is not an http(s) URL"),
+            ));
+        }
+        if redirects >= spec.max_redirects {
+            return Err(Failure::new(
+                FailureClass::Protocol,
+                format!(
+                    "redirect loop: more than {} redirects (last Location: {next})",
+                    spec.max_redirects
+                ),
+            ));
+        }
+        redirects += 1;
+        // Browsers (and RFC 9110) turn a 303, and a 301/302 after POST, into
+        // a GET without a body; 307 and 308 repeat the request as it was.
+        let to_get = status == StatusCode::SEE_OTHER && method != Method::HEAD
+            || matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND) && method == Method::POST;
+        if to_get {
+            method = Method::GET;
+            body = None;
+        }
+        url = next;
+    };
+    finish(spec, hop, &url, &method, redirects, trace).await
+}
+
+fn is_redirect(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// Resolves, connects, handshakes and sends one request; returns once the
+/// response head has arrived.
+async fn fetch(
+    spec: &HttpSpec,
+    url: &Url,
+    method: &Method,
+    body: Option<Bytes>,
+    with_credentials: bool,
+    trace: &mut Trace,
+) -> Result<Hop, Failure> {
+    let https = url.scheme() == "https";
+    // Built (and cached) before any phase starts, so loading the system's
+    // trust store once per process never counts as TLS time.
+    let tls_config = if https {
+        Some(tlsutil::base_config(&spec.tls).await.map_err(|e| Failure::new(FailureClass::Internal, e))?)
+    } else {
+        None
+    };
+    let request = build_request(spec, url, method, body, with_credentials)?;
+    let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+    let host = url.host_str().unwrap_or_default();
+    let addrs = resolve(host, port, trace).await?;
+    let tcp = connect(&addrs, trace).await?;
+    match tls_config {
+        Some(config) => {
+            let name = tlsutil::server_name(host).map_err(|e| Failure::new(FailureClass::Tls, e))?;
+            trace.begin(Phase::Tls);
+            let done = tlsutil::handshake(tcp, name, &config, &[b"http/1.1"]).await;
+            trace.end();
+            let (stream, hs) = done.map_err(|f| {
+                if let Some(leaf) = &f.leaf {
+                    leaf.record(trace);
+                }
+                Failure::new(FailureClass::Tls, format!("{}: {}", host_port(url), f.message))
+            })?;
+            let (response, conn) = exchange(stream, request, trace).await?;
+            Ok(Hop {
+                response,
+                tls: Some(hs),
+                _conn: conn,
+            })
+        }
+        None => {
+            let (response, conn) = exchange(tcp, request, trace).await?;
+            Ok(Hop {
+                response,
+                tls: None,
+                _conn: conn,
+            })
+        }
+    }
+}
+
+fn host_port(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+fn build_request(
+    spec: &HttpSpec,
+    url: &Url,
+    method: &Method,
+    body: Option<Bytes>,
+    with_credentials: bool,
+) -> Result<Request<Full<Bytes>>, Failure> {
+    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let mut headers = spec.headers.clone();
+    if !with_credentials {
+        for name in [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION] {
+            headers.remove(name);
+        }
+    }
+    let host = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    let host = HeaderValue::from_str(&host)
+        .map_err(|_| Failure::new(FailureClass::Protocol, format!("cannot send a Host header for {url}")))?;
+    headers.insert(header::HOST, host);
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(target)
+        .version(Version::HTTP_11)
+        .body(Full::new(body.unwrap_or_default()))
+        .map_err(|e| Failure::new(FailureClass::Protocol, format!("cannot build a request for {url}: {e}")))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Resolves `host` (skipped for an IP literal, which has no DNS phase).
+pub(crate) async fn resolve(host: &str, port: u16, trace: &mut Trace) -> Result<Vec<SocketAddr>, Failure> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    trace.begin(Phase::Dns);
+    let found = tokio::net::lookup_host((bare, port)).await;
+    trace.end();
+    match found {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                return Err(Failure::new(FailureClass::Dns, format!("cannot resolve {bare}: no addresses")));
+            }
+            Ok(addrs)
+        }
+        Err(e) => Err(Failure::new(FailureClass::Dns, format!("cannot resolve {bare}: {e}"))),
+    }
+}
+
+/// Connects to each address in turn until one answers.
+pub(crate) async fn connect(addrs: &[SocketAddr], trace: &mut Trace) -> Result<TcpStream, Failure> {
+    trace.begin(Phase::Connect);
+    let mut failed: Vec<(SocketAddr, std::io::Error)> = Vec::new();
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                trace.end();
+                // Requests are small and sent at once; don't let Nagle delay them.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => failed.push((*addr, e)),
+        }
+    }
+    trace.end();
+    Err(connect_failure(&failed))
+}
+
+fn connect_failure(failed: &[(SocketAddr, std::io::Error)]) -> Failure {
+    let Some((addr, e)) = failed.last() else {
+        return Failure::new(FailureClass::Connect, "no address to connect to");
+    };
+    use std::io::ErrorKind as K;
+    let mut msg = match e.kind() {
+        K::ConnectionRefused => format!("connection refused by {addr}"),
+        K::HostUnreachable => format!("{addr} is unreachable (no route to host)"),
+        K::NetworkUnreachable => format!("{addr} is unreachable (network unreachable)"),
+        K::TimedOut => format!("connecting to {addr} timed out"),
+        _ => format!("cannot connect to {addr}: {e}"),
+    };
+    if failed.len() > 1 {
+        msg.push_str(&format!(" (and {} other addresses failed)", failed.len() - 1));
+    }
+    Failure::new(FailureClass::Connect, msg)
+}
+
+/// Sends `request` over `io` and waits for the response head.
+async fn exchange<S>(io: S, request: Request<Full<Bytes>>, trace: &mut Trace) -> Result<(Response<Incoming>, ConnGuard), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| hyper_failure(&e, "before the request was sent"))?;
+    let task = tokio::spawn(async move {
+        // Errors surface through the request and body futures.
+        let _ = conn.await;
+    });
+    trace.begin(Phase::FirstByte);
+    let sent = sender.send_request(request).await;
+    trace.end();
+    let guard = ConnGuard { task, _sender: sender };
+    match sent {
+        Ok(response) => Ok((response, guard)),
+        Err(e) => Err(hyper_failure(&e, "before sending a response")),
+    }
+}
+
+fn hyper_failure(e: &hyper::Error, stage: &str) -> Failure {
+    let msg = if e.is_incomplete_message() {
+        format!("the server closed the connection {stage}")
+    } else if e.is_parse_too_large() {
+        "the response head is too large".to_string()
+    } else if e.is_parse() || e.is_parse_status() {
+        format!("malformed HTTP response: {} (is this port speaking HTTP/1.1?)", chain(e))
+    } else {
+        format!("HTTP exchange failed: {}", chain(e))
+    };
+    Failure::new(FailureClass::Protocol, msg)
+}
+
+/// An error and its sources, joined: hyper's top-level messages are terse.
+fn chain(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// Records the final response's details, reads its body within
+/// `max_body`, and checks every expectation.
+async fn finish(spec: &HttpSpec, hop: Hop, url: &Url, method: &Method, redirects: u32, trace: &mut Trace) -> Result<(), Failure> {
+    let Hop { response, tls, _conn } = hop;
+    let (parts, incoming) = response.into_parts();
+    let status = parts.status;
+    let code = status.as_u16();
+    trace.detail("status", code);
+    trace.detail("http_version", format!("{:?}", parts.version));
+    trace.detail("redirects", redirects);
+    trace.detail("final_url", crate::redact::redact(url.as_str()));
+    if let Some(hs) = &tls {
+        trace.detail("tls_version", hs.version.clone());
+        if let Some(leaf) = &hs.leaf {
+            leaf.record(trace);
+        }
+    }
+
+    let status_text = match status.canonical_reason() {
+        Some(r) => format!("{code} {r}"),
+        None => code.to_string(),
+    };
+    let status_ok = spec.expect.status.matches(code);
+    trace.check(format!("status {}", spec.expect.status), status_ok, status_text.clone());
+    if !status_ok && matches!(code, 401 | 403 | 407) {
+        let why = if spec.headers.contains_key(header::AUTHORIZATION) {
+            "the server refused the credentials"
+        } else {
+            "the server wants credentials (set basic_auth or bearer_token)"
+        };
+        return Err(Failure::new(
+            FailureClass::Auth,
+            format!("{} answered {status_text}: {why}", spec.target()),
+        ));
+    }
+    for (name, matcher) in &spec.expect.headers {
+        let values: Vec<String> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let expectation = format!("header {name} {matcher}");
+        if values.is_empty() {
+            trace.check(expectation, false, "no such header");
+        } else {
+            let passed = values.iter().any(|v| matcher.matches(&Json::String(v.clone())));
+            trace.check(expectation, passed, values.join(", "));
+        }
+    }
+    if let Some(cmp) = &spec.expect.certificate_expires_in {
+        tlsutil::check_expiry(trace, cmp, tls.as_ref().and_then(|h| h.leaf.as_ref()));
+    }
+
+    let body = read_body(spec, method, status, &parts.headers, incoming, trace).await?;
+    trace.detail("size", body.len());
+    check_body(spec, &body, trace);
+    Ok(())
+}
+
+async fn read_body(
+    spec: &HttpSpec,
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    mut incoming: Incoming,
+    trace: &mut Trace,
+) -> Result<Vec<u8>, Failure> {
+    let limit = spec.max_body;
+    let bodiless = method == Method::HEAD || status.is_informational() || matches!(status.as_u16(), 204 | 304);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if !bodiless {
+        if let Some(n) = declared.filter(|n| *n > limit) {
+            return Err(Failure::new(
+                FailureClass::Size,
+                format!(
+                    "response body is {n} bytes (Content-Length), more than max_body {}; raise `max_body` if this is expected",
+                    human_size(limit)
+                ),
+            ));
+        }
+    }
+    trace.begin(Phase::Transfer);
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.map_or(0, |n| n.min(limit)) as usize);
+    loop {
+        match incoming.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if (buf.len() + data.len()) as u64 > limit {
+                        trace.end();
+                        return Err(Failure::new(
+                            FailureClass::Size,
+                            format!(
+                                "response body exceeds max_body {}; reading stopped there (raise `max_body` if this is expected)",
+                                human_size(limit)
+                            ),
+                        ));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => {
+                trace.end();
+                let got = match declared {
+                    Some(n) => format!(" (got {} of {n} bytes)", buf.len()),
+                    None => format!(" (after {} bytes)", buf.len()),
+                };
+                let msg = if e.is_incomplete_message() {
+                    format!("the server closed the connection before the body was complete{got}")
+                } else {
+                    format!("reading the body failed{got}: {}", chain(&e))
+                };
+                return Err(Failure::new(FailureClass::Protocol, msg));
+            }
+        }
+    }
+    trace.end();
+    Ok(buf)
+}
+
+fn snippet(text: &str) -> String {
+    let mut s: String = text.chars().take(SNIPPET_CHARS).collect();
+    if text.chars().count() > SNIPPET_CHARS {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+fn check_body(spec: &HttpSpec, body: &[u8], trace: &mut Trace) {
+    let e = &spec.expect;
+    if e.body_contains.is_empty() && e.body_matches.is_empty() && e.json.is_empty() {
+        return;
+    }
+    let text = String::from_utf8_lossy(body);
+    let seen = || format!("{} ({} bytes)", snippet(&text), body.len());
+    for needle in &e.body_contains {
+        let found = text.contains(needle.as_str());
+        trace.check(format!("body contains {needle:?}"), found, if found { "found".to_string() } else { seen() });
+    }
+    for re in &e.body_matches {
+        let found = re.find(&text);
+        let observed = match found {
+            Some(m) => format!("matched {}", snippet(m.as_str())),
+            None => seen(),
+        };
+        trace.check(format!("body matches /{}/", re.as_str()), found.is_some(), observed);
+    }
+    if e.json.is_empty() {
+        return;
+    }
+    let doc: Result<Json, String> = serde_json::from_slice(body).map_err(|err| err.to_string());
+    for je in &e.json {
+        let expectation = format!("json {} {}", je.text, je.matcher);
+        let doc = match &doc {
+            Ok(d) => d,
+            Err(err) => {
+                trace.check(expectation, false, format!("a body that is not JSON ({err}): {}", snippet(&text)));
+                continue;
+            }
+        };
+        let found = je.path.query(doc).all();
+        if found.is_empty() {
+            trace.check(expectation, false, format!("nothing at {}", je.text));
+            continue;
+        }
+        let passed = found.iter().all(|v| je.matcher.matches(v));
+        let values: Vec<String> = found.iter().map(|v| text_of(v)).collect();
+        let observed = values.join(", ");
+        let observed = if observed.chars().count() > SNIPPET_CHARS {
+            snippet(&observed)
+        } else {
+            observed
+        };
+        trace.check(expectation, passed, observed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [
+            ("1048576", Ok(1 << 20)),
+            ("512KiB", Ok(512 << 10)),
+            ("1MiB", Ok(1 << 20)),
+            ("10MB", Ok(10_000_000)),
+            ("1 GiB", Ok(1 << 30)),
+        ] {
+            assert_eq!(parse_size(text), want, "{text}");
+        }
+        for bad in ["", "0", "1XB", "2GiB", "MiB", "-1"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(human_size(1 << 20), "1 MiB");
+        assert_eq!(human_size(10_000_000), "10 MB");
+        assert_eq!(human_size(1500), "1500 bytes");
+    }
+
+    #[test]
+    fn from_url_builds_a_default_get() {
+        let spec = from_url("https://user:pa%40ss@example.com/health").expect("valid");
+        assert_eq!(spec.method, Method::GET);
+        assert_eq!(spec.max_body, DEFAULT_MAX_BODY);
+        assert!(spec.follow_redirects);
+        let auth = spec.headers.get(header::AUTHORIZATION).expect("credentials from the URL");
+        assert!(auth.is_sensitive());
+        let want = base64::engine::general_purpose::STANDARD.encode("user:pa@ss");
+        assert_eq!(auth.to_str().ok(), Some(format!("Basic {want}").as_str()));
+        assert_eq!(spec.target(), "https://user:***@example.com/health");
+        assert!(from_url("ftp://example.com/").err().unwrap_or_default().contains("scheme `ftp`"));
+        assert!(from_url("not a url").is_err());
+    }
+
+    #[test]
+    fn methods_are_validated_with_suggestions() {
+        assert_eq!(parse_method("post").ok(), Some(Method::POST));
+        assert!(parse_method("GTE").err().unwrap_or_default().contains("did you mean `GET`"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%zz%4"), "a b%zz%4");
+    }
+
+    #[test]
+    fn credentials_are_dropped_for_other_origins() {
+        let spec = from_url("http://u:secret-pass@a.example/").expect("valid");
+        let url = Url::parse("http://b.example/x?y=1").expect("url");
+        let req = build_request(&spec, &url, &Method::GET, None, false).expect("request");
+        assert!(req.headers().get(header::AUTHORIZATION).is_none());
+        assert_eq!(req.uri(), "/x?y=1");
+        assert_eq!(req.headers().get(header::HOST).and_then(|h| h.to_str().ok()), Some("b.example"));
+    }
 }

@@ -1,1 +1,572 @@
-//! History storage (being written: issue 2).
+//! History storage: every probe run as one row of a SQLite database.
+//!
+//! This module owns the database file: its schema and migrations
+//! (`schema.rs`), the row encoding (`codec.rs`), the queries the CLI and API
+//! read history with, the retention sweep, and the [`recorder`] task that is
+//! the only writer while Lookout runs.
+//!
+//! Invariants:
+//! - A probe never touches the database. Results reach it through a
+//!   [`RecorderHandle`], whose `record` never blocks or awaits; a slow, full or
+//!   locked disk only grows the recorder's bounded in-memory buffer.
+//! - [`Store`] is synchronous and is used only from blocking threads
+//!   (`spawn_blocking`) or from synchronous code such as the CLI, never
+//!   directly on the async runtime.
+//! - A corrupt file is refused at open with an error naming it; Lookout
+//!   never writes into a file it cannot check.
+//! - Nothing stored is secret: messages are redacted before they reach a
+//!   [`ProbeResult`], and this module adds no text of its own to rows.
+//!
+//! The file is in WAL mode with `synchronous=NORMAL`: a power cut can lose
+//! the last few transactions but never corrupts the file, and readers (the
+//! API, `lookout history`) never block the writer. The busy timeout is short
+//! so a locked database shows up as a write error the recorder retries,
+//! instead of a thread stuck inside SQLite.
+
+mod codec;
+pub mod recorder;
+mod schema;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use crate::result::ProbeResult;
+
+pub use recorder::{
+    spawn_recorder, RecorderCounters, RecorderHandle, RecorderReport, RecorderSettings,
+    RecorderStats,
+};
+
+/// How long SQLite waits for a lock before reporting the database busy.
+/// Short on purpose: the recorder retries with backoff and keeps results in
+/// memory meanwhile, which is better than a blocking thread parked here.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Rows deleted per transaction by the retention sweep, so it never holds
+/// the write lock for long.
+pub const SWEEP_CHUNK: usize = 5_000;
+
+/// Columns read back to rebuild a [`ProbeResult`]; `p` is `probes`, `r` is
+/// `results`.
+const RESULT_COLUMNS: &str = "p.name, r.started_at, r.duration_us, r.success, r.class, \
+     r.message, r.phases, r.details, r.checks";
+
+/// Why the history database could not be opened, read or written. Every
+/// variant names the file, because a person reading the message has to
+/// find it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file is not a SQLite database, or SQLite found it damaged.
+    #[error(
+        "history database {path} is corrupt or is not a SQLite database ({detail}); \
+         move it aside to start a new history"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    /// The file or its folder could not be created or read.
+    #[error("history database {path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// SQLite reported an error: locked, disk full, read-only, I/O error.
+    #[error("history database {path}: {error}")]
+    Sqlite {
+        path: PathBuf,
+        error: rusqlite::Error,
+    },
+    /// The file was written by a newer Lookout whose schema this build does
+    /// not know; it is left untouched.
+    #[error(
+        "history database {path} has schema version {found}, newer than this Lookout \
+         understands ({supported}); upgrade Lookout or point storage.sqlite elsewhere"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+}
+
+impl StoreError {
+    /// The database file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            StoreError::Corrupt { path, .. }
+            | StoreError::Io { path, .. }
+            | StoreError::Sqlite { path, .. }
+            | StoreError::TooNew { path, .. } => path,
+        }
+    }
+
+    /// True when another connection holds the lock: the write may well
+    /// succeed if tried again later.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite { error, .. }
+                if matches!(
+                    error.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                )
+        )
+    }
+
+    fn sqlite(path: &Path, error: rusqlite::Error) -> StoreError {
+        match error.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: error.to_string(),
+            },
+            _ => StoreError::Sqlite {
+                path: path.to_path_buf(),
+                error,
+            },
+        }
+    }
+}
+
+/// Uptime and latency of one probe over a window, from the raw rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// Runs that started in the window.
+    pub count: u64,
+    /// Runs among them that failed.
+    pub failures: u64,
+    /// Fraction of runs that succeeded, 0.0 to 1.0; `None` without runs.
+    pub uptime: Option<f64>,
+    /// Durations over every run in the window, failed ones included (a
+    /// timeout is latency a user saw). `None` without runs.
+    pub min: Option<Duration>,
+    pub max: Option<Duration>,
+    pub mean: Option<Duration>,
+    /// Nearest-rank percentiles.
+    pub p50: Option<Duration>,
+    pub p95: Option<Duration>,
+    pub p99: Option<Duration>,
+}
+
+/// The history database. Synchronous: use it from blocking threads only.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// Ids of probe names already known to be in `probes`, so a batch insert
+    /// does not look a name up for every row.
+    probe_ids: HashMap<String, i64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`: creates the parent
+    /// folder, checks the file, switches it to WAL and applies any missing
+    /// migrations. A corrupt file is refused with [`StoreError::Corrupt`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| StoreError::Io {
+                path: path.clone(),
+                error,
+            })?;
+        }
+        let sql = |e| StoreError::sqlite(&path, e);
+        let mut conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+
+        // Check before changing anything: SQLite opens any file lazily, and
+        // garbage only shows up at the first read.
+        let mut problems = Vec::new();
+        conn.pragma_query(None, "quick_check", |row| {
+            let line: String = row.get(0)?;
+            if line != "ok" && problems.len() < 5 {
+                problems.push(line);
+            }
+            Ok(())
+        })
+        .map_err(sql)?;
+        if !problems.is_empty() {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: problems.join("; "),
+            });
+        }
+
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), journal_mode = %mode,
+                "history database is not in WAL mode; readers may block writes");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql)?;
+
+        match schema::migrate(&mut conn).map_err(sql)? {
+            schema::Migrated::TooNew { found } => {
+                return Err(StoreError::TooNew {
+                    path,
+                    found,
+                    supported: schema::current_version(),
+                })
+            }
+            schema::Migrated::UpToDate { from } if from < schema::current_version() => {
+                tracing::info!(path = %path.display(), from, to = schema::current_version(),
+                    "history database schema migrated");
+            }
+            schema::Migrated::UpToDate { .. } => {}
+        }
+        Ok(Store {
+            conn,
+            path,
+            probe_ids: HashMap::new(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        schema::version(&self.conn).map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::sqlite(&self.path, e)
+    }
+
+    /// Writes `results` in one transaction: all of them or none.
+    pub fn insert_batch(&mut self, results: &[ProbeResult]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let path = &self.path;
+        let sql = |e| StoreError::sqlite(path, e);
+        // Take the write lock up front so a locked database fails here, at
+        // once, rather than halfway through the batch.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        // Ids learnt inside this transaction are only trusted after commit:
+        // a rolled-back insert into `probes` would leave a stale id cached.
+        let mut new_ids: Vec<(String, i64)> = Vec::new();
+        {
+            let mut find = tx
+                .prepare_cached("SELECT id FROM probes WHERE name = ?1")
+                .map_err(sql)?;
+            let mut add = tx
+                .prepare_cached("INSERT INTO probes (name) VALUES (?1)")
+                .map_err(sql)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO results (probe_id, started_at, duration_us, success, class, \
+                     message, phases, details, checks) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(sql)?;
+            for r in results {
+                let probe_id = match self.probe_ids.get(&r.probe) {
+                    Some(id) => *id,
+                    None => match new_ids.iter().find(|(n, _)| *n == r.probe) {
+                        Some((_, id)) => *id,
+                        None => {
+                            let id = match find
+                                .query_row([&r.probe], |row| row.get::<_, i64>(0))
+                                .optional()
+                                .map_err(sql)?
+                            {
+                                Some(id) => id,
+                                None => {
+                                    add.execute([&r.probe]).map_err(sql)?;
+                                    tx.last_insert_rowid()
+                                }
+                            };
+                            new_ids.push((r.probe.clone(), id));
+                            id
+                        }
+                    },
+                };
+                let row = codec::encode(r);
+                insert
+                    .execute(params![
+                        probe_id,
+                        row.started_at_ms,
+                        row.duration_us,
+                        row.success,
+                        row.class,
+                        row.message,
+                        row.phases,
+                        row.details,
+                        row.checks,
+                    ])
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)?;
+        self.probe_ids.extend(new_ids);
+        Ok(())
+    }
+
+    fn query_results(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ProbeResult>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params, |row| {
+                Ok(codec::StoredRow {
+                    probe: row.get(0)?,
+                    started_at_ms: row.get(1)?,
+                    duration_us: row.get(2)?,
+                    success: row.get(3)?,
+                    class: row.get(4)?,
+                    message: row.get(5)?,
+                    phases: row.get(6)?,
+                    details: row.get(7)?,
+                    checks: row.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row.map_err(|e| self.err(e))?;
+            let result = codec::decode(row).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("a stored result cannot be read: {e}"),
+            })?;
+            out.push(result);
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` results of `probe`, newest first.
+    pub fn recent(&self, probe: &str, limit: usize) -> Result<Vec<ProbeResult>, StoreError> {
+        let sql = format!(
+            "SELECT {RESULT_COLUMNS} FROM results r JOIN probes p ON p.id = r.probe_id \
+             WHERE p.name = ?1 ORDER BY r.started_at DESC, r.id DESC LIMIT ?2"
+        );
+        self.query_results(&sql, params![probe, limit_param(limit)])
+    }
+
+    /// Results of `probe` that started in `[since, until)`, newest first, at
+    /// most `limit` of them.
+    pub fn results_between(
+        &self,
+        probe: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ProbeResult>, StoreError> {
+        let sql = format!(
+            "SELECT {RESULT_COLUMNS} FROM results r JOIN probes p ON p.id = r.probe_id \
+             WHERE p.name = ?1 AND r.started_at >= ?2 AND r.started_at < ?3 \
+             ORDER BY r.started_at DESC, r.id DESC LIMIT ?4"
+        );
+        self.query_results(
+            &sql,
+            params![
+                probe,
+                since.timestamp_millis(),
+                until.timestamp_millis(),
+                limit_param(limit)
+            ],
+        )
+    }
+
+    /// The most recent result of `probe`, if it ever ran.
+    pub fn last_result(&self, probe: &str) -> Result<Option<ProbeResult>, StoreError> {
+        Ok(self.recent(probe, 1)?.into_iter().next())
+    }
+
+    /// Every probe name that has history, sorted.
+    pub fn probe_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name FROM probes p \
+                 WHERE EXISTS (SELECT 1 FROM results r WHERE r.probe_id = p.id) ORDER BY name",
+            )
+            .map_err(|e| self.err(e))?;
+        let names = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(names)
+    }
+
+    /// How many raw results of `probe` are stored.
+    pub fn count_results(&self, probe: &str) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM results r JOIN probes p ON p.id = r.probe_id \
+                 WHERE p.name = ?1",
+            )
+            .and_then(|mut s| s.query_row([probe], |row| row.get(0)))
+            .map_err(|e| self.err(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Uptime and latency of `probe` over runs that started in
+    /// `[since, until)`, computed from the raw rows.
+    pub fn stats(
+        &self,
+        probe: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<WindowStats, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.duration_us, r.success FROM results r \
+                 JOIN probes p ON p.id = r.probe_id \
+                 WHERE p.name = ?1 AND r.started_at >= ?2 AND r.started_at < ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut durations: Vec<i64> = Vec::new();
+        let mut failures = 0u64;
+        let rows = stmt
+            .query_map(
+                params![probe, since.timestamp_millis(), until.timestamp_millis()],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (us, ok) = row.map_err(|e| self.err(e))?;
+            durations.push(us.max(0));
+            if !ok {
+                failures += 1;
+            }
+        }
+        Ok(window_stats(durations, failures))
+    }
+
+    /// Deletes every raw result that started before `older_than`, in chunks
+    /// of [`SWEEP_CHUNK`] rows per transaction. Returns how many were deleted.
+    pub fn sweep(&mut self, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.sweep_chunk(older_than, SWEEP_CHUNK)?;
+            total += n;
+            if n < SWEEP_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One transaction of the sweep: deletes at most `limit` results that
+    /// started before `older_than`, oldest first within each probe. The
+    /// recorder calls this between batches so writes are never held up for
+    /// a whole sweep.
+    pub fn sweep_chunk(
+        &mut self,
+        older_than: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let path = &self.path;
+        let sql = |e| StoreError::sqlite(path, e);
+        let cutoff = older_than.timestamp_millis();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let mut deleted = 0usize;
+        {
+            // Going probe by probe lets every delete use the
+            // (probe_id, started_at) index instead of scanning the table.
+            let ids: Vec<i64> = tx
+                .prepare_cached("SELECT id FROM probes")
+                .and_then(|mut s| {
+                    s.query_map([], |row| row.get(0))?
+                        .collect::<Result<Vec<i64>, _>>()
+                })
+                .map_err(sql)?;
+            let mut delete = tx
+                .prepare_cached(
+                    "DELETE FROM results WHERE id IN (SELECT id FROM results \
+                     WHERE probe_id = ?1 AND started_at < ?2 ORDER BY started_at LIMIT ?3)",
+                )
+                .map_err(sql)?;
+            for id in ids {
+                if deleted >= limit {
+                    break;
+                }
+                deleted += delete
+                    .execute(params![id, cutoff, limit_param(limit - deleted)])
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(deleted)
+    }
+
+    /// Bytes the database occupies on disk: the main file plus its WAL.
+    /// For measuring bytes per stored result.
+    pub fn bytes_on_disk(&self) -> Result<u64, StoreError> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let mut total = 0;
+        for file in [self.path.clone(), PathBuf::from(wal)] {
+            match std::fs::metadata(&file) {
+                Ok(m) => total += m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(StoreError::Io { path: file, error });
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// SQLite takes signed limits; anything beyond `i64::MAX` means "all".
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Summarises durations (microseconds) and a failure count.
+fn window_stats(mut durations: Vec<i64>, failures: u64) -> WindowStats {
+    let count = durations.len() as u64;
+    if durations.is_empty() {
+        return WindowStats::default();
+    }
+    durations.sort_unstable();
+    let n = durations.len();
+    let sum: i128 = durations.iter().map(|d| i128::from(*d)).sum();
+    let mean = i64::try_from(sum / n as i128).unwrap_or(i64::MAX);
+    // Nearest rank: the smallest value with at least p% of values at or
+    // below it, i.e. index ceil(p * n / 100) - 1.
+    let pct = |p: usize| {
+        let rank = (p * n).div_ceil(100).max(1);
+        codec::from_micros(durations[rank - 1])
+    };
+    WindowStats {
+        count,
+        failures,
+        uptime: Some((count - failures) as f64 / count as f64),
+        min: Some(codec::from_micros(durations[0])),
+        max: Some(codec::from_micros(durations[n - 1])),
+        mean: Some(codec::from_micros(mean)),
+        p50: Some(pct(50)),
+        p95: Some(pct(95)),
+        p99: Some(pct(99)),
+    }
+}

@@ -1,1 +1,242 @@
-//! Integration tests: cli.
+//! Integration tests: the `lookout` binary as an operator runs it: `run`
+//! records one row per run and shuts down cleanly on SIGTERM; `probe`
+//! prints phases and expectations with the right exit status; `history`
+//! reads back what `run` wrote.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn lookout() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    c.env_remove("LOOKOUT_CONFIG").env("NO_COLOR", "1").env("LOOKOUT_LOG", "info");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A blocking HTTP server on its own thread answering every request with
+/// `200 ok`, or 503 for paths containing "down". Lives for the test process.
+fn http_target() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let resp: &[u8] = if head.lines().next().is_some_and(|l| l.contains("down")) {
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                };
+                let _ = s.write_all(resp);
+            });
+        }
+    });
+    port
+}
+
+struct Daemon {
+    child: Child,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, listen: u16, target: u16) -> PathBuf {
+    let path = dir.join("lookout.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "storage:\n  sqlite: data/lookout.db\nserver:\n  listen: 127.0.0.1:{listen}\ndefaults:\n  interval: 200ms\n  timeout: 200ms\nprobes:\n  - name: web\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    expect: {{ status: 200, body_contains: ok }}\n  - name: web-down\n    http: {{ url: \"http://127.0.0.1:{target}/down\" }}\n    expect: {{ status: 200 }}\n"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+fn start(config: &Path) -> Daemon {
+    let mut child = lookout()
+        .args(["run", "-c"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start lookout run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Daemon { child, log: rx }
+}
+
+fn count_rows(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open db");
+    conn.query_row("SELECT count(*) FROM results", [], |r| r.get(0)).expect("count")
+}
+
+#[test]
+fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = http_target();
+    let listen = free_port();
+    let config = write_config(dir.path(), listen, target);
+    let mut d = start(&config);
+
+    // Wait until each probe has logged a few results.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut lines = Vec::new();
+    let (mut up, mut failed) = (0, 0);
+    while up < 5 || failed < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d.log.recv_timeout(left).unwrap_or_else(|_| panic!("no results in time; log:\n{}", lines.join("\n")));
+        if line.contains("probe=web ") && line.contains("ok=true") {
+            up += 1;
+        }
+        if line.contains("probe=web-down") && line.contains("ok=false") {
+            assert!(line.contains("class=expectation"), "{line}");
+            failed += 1;
+        }
+        lines.push(line);
+    }
+    // The API shows both probes with their last result.
+    let api = http_get(listen, "/api/v1/probes");
+    assert!(api.contains("\"name\":\"web\"") && api.contains("\"state\":\"up\""), "{api}");
+
+    let pid = d.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = d.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "lookout did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+    // Every logged result is in the database: one row per run.
+    for line in d.log.try_iter() {
+        lines.push(line);
+    }
+    let logged = lines
+        .iter()
+        .filter(|l| l.contains(" result ") && l.contains("probe=web"))
+        .count() as i64;
+    let rows = count_rows(&dir.path().join("data/lookout.db"));
+    assert_eq!(rows, logged, "rows in the database vs results logged");
+
+    // history reads them back.
+    let out = lookout()
+        .args(["history", "web", "-c"])
+        .arg(&config)
+        .output()
+        .expect("history");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("uptime") && text.contains("100.0"), "{text}");
+    let out = lookout()
+        .args(["history", "web-down", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .expect("history");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["stats"]["uptime"], 0.0, "{v}");
+    assert_eq!(v["results"][0]["failure"]["class"], "expectation", "{v}");
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn probe_command_prints_phases_and_checks_and_sets_the_exit_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = http_target();
+    let config = write_config(dir.path(), free_port(), target);
+
+    let out = lookout().args(["probe", "web", "-c"]).arg(&config).output().expect("probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for word in ["PASS web", "connect", "first_byte", "total", "✓ status 200"] {
+        assert!(text.contains(word), "missing {word:?} in:\n{text}");
+    }
+
+    let out = lookout()
+        .args(["probe", "web", "web-down", "-c"])
+        .arg(&config)
+        .output()
+        .expect("probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL web-down") && text.contains("✗ status 200"), "{text}");
+    assert!(text.contains("got 503"), "{text}");
+
+    let out = lookout()
+        .args(["probe", "--json", "web-down", "-c"])
+        .arg(&config)
+        .output()
+        .expect("probe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["success"], false);
+    assert_eq!(v[0]["failure"]["class"], "expectation");
+
+    let out = lookout().args(["probe", "wbe", "-c"]).arg(&config).output().expect("probe");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `web`"));
+}
+
+#[test]
+fn probe_url_needs_no_configuration() {
+    let target = http_target();
+    let out = lookout()
+        .args(["probe", "--url", &format!("http://127.0.0.1:{target}/")])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("probe --url");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lookout()
+        .args(["probe", "--url", &format!("http://127.0.0.1:{target}/down")])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("probe --url");
+    assert_eq!(out.status.code(), Some(1));
+    let out = lookout()
+        .args(["probe", "--url", "http://127.0.0.1:1/", "--timeout", "1s"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("probe --url");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("connect"));
+}

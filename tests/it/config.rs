@@ -1,1 +1,208 @@
-//! Integration tests: config.
+//! Integration tests: configuration loading through `lookout check`, the
+//! way an operator meets it: every error at once, each with its file, line
+//! and key, exit status 2; and property tests that no input panics.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use proptest::prelude::*;
+
+fn lookout() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    c.env_remove("LOOKOUT_CONFIG").env("NO_COLOR", "1");
+    c
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Diag {
+    severity: String,
+    file: String,
+    line: usize,
+    key: String,
+    message: String,
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_key() {
+    let out = lookout()
+        .args(["check", "--json", "-c"])
+        .arg(fixture("broken/lookout.yaml"))
+        .output()
+        .expect("run lookout check");
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    assert_eq!(v["valid"], false);
+    let diags: Vec<Diag> = serde_json::from_value(v["diagnostics"].clone()).expect("diagnostics");
+    let errors: Vec<&Diag> = diags.iter().filter(|d| d.severity == "error").collect();
+
+    // (file suffix, line, key (or its parent), words in the message)
+    let expected: &[(&str, usize, &str, &str)] = &[
+        ("lookout.yaml", 4, "storage.retention.raw", "invalid duration `14 days`"),
+        ("lookout.yaml", 9, "defaults.timout", "did you mean `timeout`"),
+        ("lookout.yaml", 21, "notifiers.ops-slack.slack.webhook", "`SLACK_WEBHOOK_URL_THAT_IS_NOT_SET` is not set"),
+        ("lookout.yaml", 29, "probes[0].expect.status", "6xx"),
+        ("lookout.yaml", 30, "probes[0].expect.body_matches", "invalid regex"),
+        ("lookout.yaml", 32, "probes[0].expect.json", "JSONPath"),
+        ("lookout.yaml", 33, "probes[0].interval", "unknown unit `x`"),
+        ("lookout.yaml", 34, "probes[1].name", "duplicate probe name `web`"),
+        ("syntax.yaml", 4, "", "invalid YAML"),
+        ("more.yaml", 2, "probes[0].name", "invalid probe name `Bad_Name`"),
+        ("more.yaml", 6, "probes[1].http.url", "URL"),
+        ("more.yaml", 7, "probes[1].depends_on", "`missing-probe` names no probe"),
+        ("more.yaml", 9, "probes[2].tcp.port", ""),
+        ("more.yaml", 10, "probes[2].depends_on", "dependency cycle"),
+        ("more.yaml", 15, "probes[3].alert.notify", "did you mean `ops-slack`"),
+        ("more.yaml", 16, "probes[4]", "exactly one kind key"),
+        ("more.yaml", 21, "probes[5].cron", "either `interval` or `cron`"),
+        ("more.yaml", 25, "probes[6].cron", "invalid cron expression"),
+        ("more.yaml", 28, "probes[7].timeout", "longer than the interval"),
+    ];
+    let mut missing = Vec::new();
+    for (file, line, key, words) in expected {
+        let found = errors.iter().any(|d| {
+            d.file.ends_with(file)
+                && d.line == *line
+                && (d.key == *key || d.key.starts_with(&format!("{key}.")))
+                && d.message.contains(words)
+        });
+        if !found {
+            missing.push(format!("{file}:{line} {key}: {words}"));
+        }
+    }
+    let listing: Vec<String> = errors
+        .iter()
+        .map(|d| format!("{}:{} {}: {}", d.file, d.line, d.key, d.message))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing diagnostics:\n  {}\nreported:\n  {}",
+        missing.join("\n  "),
+        listing.join("\n  ")
+    );
+}
+
+#[test]
+fn check_prints_errors_for_people_and_exits_2() {
+    let out = lookout()
+        .args(["check", "-c"])
+        .arg(fixture("broken/lookout.yaml"))
+        .output()
+        .expect("run lookout check");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lookout.yaml:9:3: error: defaults.timout: unknown key `timout`; did you mean `timeout`?"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("configuration refused"), "{stderr}");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = lookout()
+        .args(["check", "-c", "/nonexistent/lookout.yaml"])
+        .output()
+        .expect("run lookout check");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/lookout.yaml: error: cannot read"), "{stderr}");
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("probes");
+    let out = lookout()
+        .args(["check", "-c"])
+        .arg(dir.join("lookout.yaml"))
+        .output()
+        .expect("run lookout check");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Every kind's example file must be valid too, on its own.
+    for entry in std::fs::read_dir(dir.join("examples")).expect("probes/examples") {
+        let path = entry.expect("entry").path();
+        let out = lookout()
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("API_TOKEN", "example-token")
+            .env("PG_PASSWORD", "example-password")
+            .output()
+            .expect("run lookout check");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn secrets_from_the_environment_never_reach_diagnostics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("lookout.yaml");
+    std::fs::write(
+        &main,
+        "probes:\n  - name: a\n    http:\n      url: \"http://monitor:${PASS}@127.0.0.1:1/\"\n      bogus: 1\n",
+    )
+    .expect("write");
+    let out = lookout()
+        .args(["check", "-c"])
+        .arg(&main)
+        .env("PASS", "correct-horse-battery")
+        .output()
+        .expect("run lookout check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("correct-horse-battery"), "{stderr}");
+}
+
+fn quiet_cx() -> lookout::config::read::Cx {
+    lookout::config::read::Cx::new(Box::new(|_| Some("value".into())))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Arbitrary text never panics the loader.
+    #[test]
+    fn loader_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+        let _ = lookout::config::load_str("fuzz.yaml", &text, quiet_cx());
+    }
+
+    /// Plausible configurations with random values in every slot never panic.
+    #[test]
+    fn loader_never_panics_on_plausible_configs(
+        interval in "[0-9a-z<>= .:-]{0,8}",
+        status in "[0-9xX, \\[\\]\"-]{0,10}",
+        json_path in "[$.@\\[\\]*?a-z0-9'=<> ]{0,16}",
+        value in "[<>=!~ a-z0-9.^$()\\[\\]*+-]{0,12}",
+        latency in "[<>= 0-9a-z.]{0,10}",
+        name in "[a-zA-Z0-9._ -]{0,12}",
+        dep in "[a-z-]{0,6}",
+        cron in "[*/0-9 a-z,-]{0,20}",
+        url in "[a-z:/.0-9@${}?#%-]{0,30}",
+    ) {
+        let text = format!(
+            "defaults:\n  interval: \"{interval}\"\n  alert: {{ after: 3 }}\nprobes:\n  - name: \"{name}\"\n    http:\n      url: \"{url}\"\n    expect:\n      status: \"{status}\"\n      latency: \"{latency}\"\n      json:\n        \"{json_path}\": \"{value}\"\n    depends_on: [\"{dep}\"]\n  - name: b\n    tcp: {{ host: h, port: 1 }}\n    cron: \"{cron}\"\n"
+        );
+        let _ = lookout::config::load_str("fuzz.yaml", &text, quiet_cx());
+    }
+
+    /// The expectation parsers never panic and round-trip what they accept.
+    #[test]
+    fn expectation_parsers_never_panic(text in "\\PC{0,40}") {
+        let _ = lookout::expect::DurationCmp::parse(&text);
+        let _ = lookout::expect::NumberCmp::parse(&text);
+        let _ = lookout::expect::StatusMatcher::parse_item(&text);
+        let _ = lookout::duration::parse(&text);
+        if let Ok(m) = lookout::expect::ValueMatcher::from_json(&serde_json::Value::String(text.clone())) {
+            let _ = m.matches(&serde_json::json!(text));
+            let _ = m.matches(&serde_json::json!(42));
+        }
+    }
+}

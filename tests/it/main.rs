@@ -2,6 +2,8 @@
 //! real servers started by `harness` (in-process HTTP/TCP/TLS targets,
 //! throwaway DNS servers, temporary directories and databases).
 
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 mod cli;

@@ -1,1 +1,193 @@
-//! Integration tests: scheduler.
+//! Integration tests: the scheduler against real TCP targets. A hanging
+//! target must end as a timeout at its bound without delaying other probes;
+//! one probe never runs twice at once; the global bound holds.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lookout::result::{FailureClass, ProbeResult};
+use lookout::scheduler::{self, RunMeta, Sink};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::probes_from_yaml;
+
+/// A TCP server that accepts and never answers, counting open connections
+/// (current and the highest seen).
+struct Silent {
+    port: u16,
+    open: Arc<AtomicUsize>,
+    max_open: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn silent_server() -> Silent {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let max_open = Arc::new(AtomicUsize::new(0));
+    let (o, m) = (open.clone(), max_open.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            let o = o.clone();
+            tokio::spawn(async move {
+                // Hold the connection until the client gives up.
+                let mut buf = [0u8; 64];
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Silent {
+        port,
+        open,
+        max_open,
+        task,
+    }
+}
+
+/// An echo-ish server that answers "ok\n" at once.
+async fn quick_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut sock, b"ok\n").await;
+            });
+        }
+    });
+    (port, task)
+}
+
+fn channel_sink() -> (Sink, mpsc::UnboundedReceiver<(ProbeResult, RunMeta)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink: Sink = Arc::new(move |r, m| {
+        let _ = tx.send((r, m));
+    });
+    (sink, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_target_times_out_at_its_bound_and_delays_no_other_probe() {
+    let silent = silent_server().await;
+    let (quick_port, quick_task) = quick_server().await;
+    let yaml = format!(
+        "probes:\n  - name: hangs\n    tcp: {{ host: 127.0.0.1, port: {} }}\n    expect: {{ reply_contains: never }}\n    interval: 1s\n    timeout: 800ms\n  - name: quick\n    tcp: {{ host: 127.0.0.1, port: {quick_port} }}\n    expect: {{ reply_contains: ok }}\n    interval: 200ms\n    timeout: 200ms\n",
+        silent.port
+    );
+    let probes = probes_from_yaml(&yaml).into_iter().map(Arc::new).collect();
+    let (sink, mut rx) = channel_sink();
+    let stop = CancellationToken::new();
+    let sched = tokio::spawn(scheduler::run(probes, 16, sink, stop.clone()));
+
+    let mut hangs = Vec::new();
+    let mut quick = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hangs.len() < 2 || quick.len() < 10 {
+        let (r, m) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("results within the deadline")
+            .expect("sink open");
+        if r.probe == "hangs" {
+            hangs.push(r);
+        } else {
+            quick.push((r, m));
+        }
+    }
+    stop.cancel();
+    sched.await.expect("scheduler ends");
+    quick_task.abort();
+
+    for r in &hangs {
+        assert_eq!(r.class(), Some(FailureClass::Timeout), "{r:?}");
+        let ms = r.duration.as_millis();
+        assert!((800..=880).contains(&ms), "timeout took {ms}ms, bound is 800ms");
+        assert!(r.failure.as_ref().is_some_and(|f| f.message.contains("800ms")), "{r:?}");
+    }
+    // The quick probe kept its 200ms schedule while the other hung.
+    for (r, m) in &quick {
+        assert!(r.success, "{r:?}");
+        assert!(m.lag < Duration::from_millis(50), "quick probe started {:?} late", m.lag);
+    }
+    let gaps: Vec<Duration> = quick.windows(2).map(|w| w[1].1.due - w[0].1.due).collect();
+    assert!(gaps.iter().skip(1).all(|g| *g == Duration::from_millis(200)), "{gaps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_never_overlaps_itself_and_the_global_bound_holds() {
+    let silent = silent_server().await;
+    let mut yaml = String::from("probes:\n");
+    for i in 0..5 {
+        yaml.push_str(&format!(
+            "  - name: p{i}\n    tcp: {{ host: 127.0.0.1, port: {} }}\n    expect: {{ reply_contains: never }}\n    interval: 300ms\n    timeout: 300ms\n",
+            silent.port
+        ));
+    }
+    let probes = probes_from_yaml(&yaml).into_iter().map(Arc::new).collect();
+    let (sink, mut rx) = channel_sink();
+    let stop = CancellationToken::new();
+    // Five always-hanging probes, two permits.
+    let sched = tokio::spawn(scheduler::run(probes, 2, sink, stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while n < 8 {
+        let (r, _) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("results within the deadline")
+            .expect("sink open");
+        assert_eq!(r.class(), Some(FailureClass::Timeout));
+        n += 1;
+    }
+    stop.cancel();
+    sched.await.expect("scheduler ends");
+    let max = silent.max_open.load(Ordering::SeqCst);
+    assert!(max <= 2, "{max} connections were open at once with 2 permits");
+    assert!(max >= 1);
+    drop(silent.open.clone());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_probes_finish() {
+    let silent = silent_server().await;
+    let yaml = format!(
+        "probes:\n  - name: slow\n    tcp: {{ host: 127.0.0.1, port: {} }}\n    expect: {{ reply_contains: never }}\n    interval: 1s\n    timeout: 500ms\n",
+        silent.port
+    );
+    let probes = probes_from_yaml(&yaml).into_iter().map(Arc::new).collect();
+    let (sink, mut rx) = channel_sink();
+    let stop = CancellationToken::new();
+    let sched = tokio::spawn(scheduler::run(probes, 4, sink, stop.clone()));
+    // Wait until the run is in flight, then ask to stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while silent.open.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "probe never connected");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(2), sched)
+        .await
+        .expect("scheduler stops within the timeout bound")
+        .expect("scheduler ends");
+    // The run in flight was finished (as a timeout), not dropped.
+    let (r, _) = rx.try_recv().expect("the in-flight run was recorded");
+    assert_eq!(r.class(), Some(FailureClass::Timeout));
+}

@@ -1,0 +1,163 @@
+//! `lookout run`: the daemon. Loads the configuration, opens the database,
+//! starts the recorder, the HTTP server and the scheduler, and on SIGTERM or
+//! SIGINT stops starting probes, lets running ones finish (each is bounded
+//! by its timeout), flushes results and exits 0. A second signal exits at
+//! once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{load_config, Cli, Exit};
+use crate::config::ProbeSpec;
+use crate::result::ProbeResult;
+use crate::scheduler::{self, RunMeta, Sink};
+use crate::server::{router, LiveState};
+use crate::store::recorder::{spawn_recorder, RecorderSettings};
+use crate::store::Store;
+
+/// How long shutdown waits for the recorder to flush.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
+pub async fn run(cli: &Cli) -> Exit {
+    let cfg = match load_config(cli) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let db_path = cfg.storage.sqlite.clone();
+    let store = match tokio::task::spawn_blocking(move || Store::open(&db_path)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            eprintln!("lookout: {e}");
+            return Exit::Failed;
+        }
+        Err(e) => {
+            eprintln!("lookout: opening the database failed: {e}");
+            return Exit::Failed;
+        }
+    };
+
+    let shutdown = CancellationToken::new();
+    let recorder_stop = CancellationToken::new();
+    let settings = RecorderSettings::from(&cfg.storage);
+    let (recorder, recorder_task) = spawn_recorder(store, settings, recorder_stop.clone());
+
+    let probes: Vec<Arc<ProbeSpec>> = cfg.probes.iter().cloned().map(Arc::new).collect();
+    let live = LiveState::new(&probes);
+    live.ready.store(true, Ordering::Relaxed);
+
+    let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("lookout: cannot listen on {}: {e}", cfg.server.listen);
+            return Exit::Failed;
+        }
+    };
+    let server_stop = shutdown.clone();
+    let app = router(live.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
+    });
+
+    tracing::info!(
+        probes = probes.len(),
+        database = %cfg.storage.sqlite.display(),
+        listen = %cfg.server.listen,
+        "lookout started"
+    );
+
+    let sink: Sink = {
+        let live = live.clone();
+        let recorder = recorder.clone();
+        Arc::new(move |r: ProbeResult, meta: RunMeta| {
+            log_result(&r, meta);
+            live.record(&r);
+            recorder.record(r);
+        })
+    };
+
+    tokio::spawn(watch_signals(shutdown.clone()));
+    scheduler::run(probes, cfg.scheduler.concurrency, sink, shutdown.clone()).await;
+    shutdown.cancel();
+    tracing::info!("probes stopped; flushing results");
+
+    recorder_stop.cancel();
+    drop(recorder);
+    let mut exit = Exit::Ok;
+    match tokio::time::timeout(FLUSH_DEADLINE, recorder_task).await {
+        Ok(Ok(report)) => {
+            if report.still_buffered > 0 {
+                tracing::error!(
+                    unwritten = report.still_buffered,
+                    "database unavailable at shutdown; results not written"
+                );
+                exit = Exit::Failed;
+            }
+            tracing::info!(written = report.written, dropped = report.dropped, "results flushed");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "recorder ended abnormally");
+            exit = Exit::Failed;
+        }
+        Err(_) => {
+            tracing::error!("recorder did not flush within {FLUSH_DEADLINE:?}");
+            exit = Exit::Failed;
+        }
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+        Err(e) => tracing::error!(error = %e, "HTTP server task ended abnormally"),
+    }
+    exit
+}
+
+fn log_result(r: &ProbeResult, meta: RunMeta) {
+    let ms = r.duration.as_secs_f64() * 1000.0;
+    let lag_ms = meta.lag.as_secs_f64() * 1000.0;
+    match &r.failure {
+        None => tracing::info!(
+            probe = %r.probe,
+            ok = true,
+            duration_ms = format_args!("{ms:.1}"),
+            lag_ms = format_args!("{lag_ms:.1}"),
+            "result"
+        ),
+        Some(f) => tracing::warn!(
+            probe = %r.probe,
+            ok = false,
+            duration_ms = format_args!("{ms:.1}"),
+            class = %f.class,
+            error = %f.message,
+            "result"
+        ),
+    }
+}
+
+/// The first SIGTERM/SIGINT starts a graceful shutdown; a second exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop Lookout with SIGKILL");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: letting running probes finish (signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(1);
+}

@@ -1,0 +1,119 @@
+//! The database schema as an ordered list of migrations.
+//!
+//! The version of a database file is SQLite's `PRAGMA user_version`: the
+//! number of steps of [`MIGRATIONS`] already applied. Opening a file applies
+//! the missing steps in order, each in its own transaction together with the
+//! version bump, so a crash mid-migration leaves the file at the previous
+//! version rather than half-changed. Steps are only ever appended: a released
+//! step is never edited, because files in the field already ran it.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Every schema change, oldest first. Step `i` takes a file from version `i`
+/// to version `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // v1: raw results. Probe names live once in `probes` so a row carries a
+    // small integer instead of the name. Times are integers (unix
+    // milliseconds, microseconds) and optional columns are NULL rather than
+    // empty, because a row is written for every run of every probe and its
+    // size is the database's size.
+    r#"
+    CREATE TABLE probes (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE results (
+        id          INTEGER PRIMARY KEY,
+        probe_id    INTEGER NOT NULL REFERENCES probes(id),
+        started_at  INTEGER NOT NULL, -- unix milliseconds, UTC
+        duration_us INTEGER NOT NULL,
+        success     INTEGER NOT NULL, -- 0 or 1
+        class       TEXT,             -- failure class, NULL on success
+        message     TEXT,             -- failure message, already redacted
+        phases      TEXT,             -- {"dns":us,...} in the order they happened
+        details     TEXT,             -- small kind-specific facts, compact JSON
+        checks      TEXT              -- failed checks only, JSON array
+    );
+    CREATE INDEX results_probe_started ON results(probe_id, started_at);
+    "#,
+];
+
+/// The schema version this build writes and understands.
+pub(crate) fn current_version() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+/// Reads the file's schema version.
+pub(crate) fn version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |row| row.get::<_, u32>(0))
+}
+
+/// What [`migrate`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Migrated {
+    /// The file is at the current version (possibly after applying steps).
+    UpToDate { from: u32 },
+    /// The file was written by a newer build; nothing was changed.
+    TooNew { found: u32 },
+}
+
+/// Applies every missing step. Each step and its version bump commit
+/// together; the write lock is taken up front so two processes opening the
+/// same new file cannot both run step one.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
+    let from = version(conn)?;
+    if from > current_version() {
+        return Ok(Migrated::TooNew { found: from });
+    }
+    // Only a file that needs a step takes the write lock: opening an
+    // up-to-date file must work while another connection is writing.
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let target = i as u32 + 1;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Re-read under the write lock: another process may have migrated
+        // the file between our first read and taking the lock.
+        if version(&tx)? >= target {
+            continue;
+        }
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", target)?;
+        tx.commit()?;
+    }
+    Ok(Migrated::UpToDate { from })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_apply_in_order_from_an_empty_database() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        assert_eq!(version(&conn).expect("version"), 0);
+        assert_eq!(
+            migrate(&mut conn).expect("migrate"),
+            Migrated::UpToDate { from: 0 }
+        );
+        assert_eq!(version(&conn).expect("version"), current_version());
+        // Running again is a no-op.
+        assert_eq!(
+            migrate(&mut conn).expect("migrate again"),
+            Migrated::UpToDate {
+                from: current_version()
+            }
+        );
+    }
+
+    #[test]
+    fn a_newer_file_is_left_alone() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        conn.pragma_update(None, "user_version", current_version() + 1)
+            .expect("set version");
+        assert_eq!(
+            migrate(&mut conn).expect("migrate"),
+            Migrated::TooNew {
+                found: current_version() + 1
+            }
+        );
+    }
+}

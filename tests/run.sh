@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs Lookout's whole test suite on a fresh machine.
+#
+# The tests start their own throwaway servers (in-process HTTP/TCP/TLS
+# targets, an unbound DNS server on a free loopback port, temporary SQLite
+# databases); this script only installs the Debian packages they need when
+# they are missing, then runs every test target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/sbin/unbound ] || command -v unbound >/dev/null 2>&1 || missing+=(unbound)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # Debian's unbound package may try to start its own service; the tests
+  # never use it, so a failure to start it is not an error here.
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --all-targets "$@"
