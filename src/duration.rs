@@ -13,7 +13,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration `{s}`: expected a number at `{rest}`; write e.g. 30s, 500ms, 5m, 1h or 14d"));
         }
@@ -21,7 +23,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration `{s}`: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let nanos_per: u128 = match unit {
@@ -45,7 +49,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             }
         };
         total = total
-            .checked_add(n.checked_mul(nanos_per).ok_or_else(|| format!("invalid duration `{s}`: too large"))?)
+            .checked_add(
+                n.checked_mul(nanos_per)
+                    .ok_or_else(|| format!("invalid duration `{s}`: too large"))?,
+            )
             .ok_or_else(|| format!("invalid duration `{s}`: too large"))?;
     }
     // Anything past a century is a typo, and it keeps every later

@@ -88,7 +88,12 @@ impl DurationCmp {
 
 impl fmt::Display for DurationCmp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.op.as_str(), crate::duration::human(self.rhs))
+        write!(
+            f,
+            "{} {}",
+            self.op.as_str(),
+            crate::duration::human(self.rhs)
+        )
     }
 }
 
@@ -103,9 +108,9 @@ pub struct NumberCmp {
 impl NumberCmp {
     pub fn parse(text: &str) -> Result<NumberCmp, String> {
         let (op, rest) = Op::split(text).unwrap_or((Op::Eq, text.trim()));
-        let rhs = rest
-            .parse::<f64>()
-            .map_err(|_| format!("expected a number or a comparison such as `> 0`, found `{text}`"))?;
+        let rhs = rest.parse::<f64>().map_err(|_| {
+            format!("expected a number or a comparison such as `> 0`, found `{text}`")
+        })?;
         if !rhs.is_finite() {
             return Err(format!("`{text}` is not a finite number"));
         }
@@ -149,19 +154,34 @@ impl ValueMatcher {
         if let Some(re) = t.strip_prefix("=~") {
             return Regex::new(re.trim())
                 .map(ValueMatcher::Matches)
-                .map_err(|e| format!("invalid regex `{}`: {}", re.trim(), first_line(&e.to_string())));
+                .map_err(|e| {
+                    format!(
+                        "invalid regex `{}`: {}",
+                        re.trim(),
+                        first_line(&e.to_string())
+                    )
+                });
         }
         if let Some(re) = t.strip_prefix("!~") {
             return Regex::new(re.trim())
                 .map(ValueMatcher::NotMatches)
-                .map_err(|e| format!("invalid regex `{}`: {}", re.trim(), first_line(&e.to_string())));
+                .map_err(|e| {
+                    format!(
+                        "invalid regex `{}`: {}",
+                        re.trim(),
+                        first_line(&e.to_string())
+                    )
+                });
         }
         match Op::split(t) {
             Some((Op::Eq, rest)) => Ok(ValueMatcher::Equals(scalar_json(rest))),
             Some((Op::Ne, rest)) => Ok(ValueMatcher::NotEquals(scalar_json(rest))),
             Some((op, rest)) => {
                 let rhs = rest.parse::<f64>().map_err(|_| {
-                    format!("`{text}`: `{}` compares numbers, but `{rest}` is not a number", op.as_str())
+                    format!(
+                        "`{text}`: `{}` compares numbers, but `{rest}` is not a number",
+                        op.as_str()
+                    )
                 })?;
                 Ok(ValueMatcher::Compare(NumberCmp { op, rhs }))
             }
@@ -221,14 +241,15 @@ fn as_number(v: &Json) -> Option<f64> {
 
 fn json_eq(v: &Json, want: &Json) -> bool {
     match (v, want) {
-        (Json::Number(_), Json::Number(_)) | (Json::String(_), Json::Number(_)) | (Json::Number(_), Json::String(_)) => {
-            match (as_number(v), as_number(want)) {
-                (Some(a), Some(b)) => a == b,
-                _ => text_of(v) == text_of(want),
-            }
-        }
+        (Json::Number(_), Json::Number(_))
+        | (Json::String(_), Json::Number(_))
+        | (Json::Number(_), Json::String(_)) => match (as_number(v), as_number(want)) {
+            (Some(a), Some(b)) => a == b,
+            _ => text_of(v) == text_of(want),
+        },
         (Json::String(a), Json::Bool(b)) | (Json::Bool(b), Json::String(a)) => {
-            a.eq_ignore_ascii_case(if *b { "true" } else { "false" }) || a == if *b { "t" } else { "f" }
+            a.eq_ignore_ascii_case(if *b { "true" } else { "false" })
+                || a == if *b { "t" } else { "f" }
         }
         _ => v == want,
     }

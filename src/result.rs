@@ -155,7 +155,10 @@ pub struct ProbeResult {
 
 impl ProbeResult {
     pub fn phase(&self, phase: Phase) -> Option<Duration> {
-        self.phases.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+        self.phases
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
     }
 
     pub fn class(&self) -> Option<FailureClass> {
@@ -192,10 +195,11 @@ mod phases_ms {
         m.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Phase, Duration)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(Phase, Duration)>, D::Error> {
         let m: BTreeMap<Phase, f64> = BTreeMap::deserialize(d)?;
-        Ok(m
-            .into_iter()
+        Ok(m.into_iter()
             .map(|(k, v)| (k, Duration::from_secs_f64((v / 1000.0).max(0.0))))
             .collect())
     }

@@ -42,7 +42,12 @@ const START_SPREAD: Duration = Duration::from_secs(2);
 
 /// Runs every probe on its schedule until `shutdown` is cancelled, then
 /// waits for the runs in flight to finish (each is bounded by its timeout).
-pub async fn run(probes: Vec<Arc<ProbeSpec>>, concurrency: usize, sink: Sink, shutdown: CancellationToken) {
+pub async fn run(
+    probes: Vec<Arc<ProbeSpec>>,
+    concurrency: usize,
+    sink: Sink,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let epoch = Instant::now();
     let mut tasks = JoinSet::new();
@@ -105,12 +110,14 @@ pub fn offset(name: &str, span: Duration) -> Duration {
     Duration::from_nanos(h.finish() % nanos)
 }
 
-/// When a probe first runs: soon after start, spread over [`START_SPREAD`]
+/// When a probe first runs: soon after start, spread over `START_SPREAD`
 /// (or the interval, if shorter); cron probes at their first cron time.
 pub fn first_due(spec: &ProbeSpec, epoch: Instant) -> Instant {
     match &spec.schedule {
         Schedule::Interval(i) => epoch + offset(&spec.name, (*i).min(START_SPREAD)),
-        Schedule::Cron { cron, .. } => cron_next(cron, epoch).unwrap_or(epoch + Duration::from_secs(86_400 * 365)),
+        Schedule::Cron { cron, .. } => {
+            cron_next(cron, epoch).unwrap_or(epoch + Duration::from_secs(86_400 * 365))
+        }
     }
 }
 
@@ -157,9 +164,16 @@ mod tests {
             "probes:\n  - name: {name}\n    tcp: {{host: 127.0.0.1, port: 9}}\n    interval: {}ms\n    timeout: 100ms\n",
             interval.as_millis()
         );
-        let (cfg, _) = crate::config::load_str("t.yaml", &yaml, crate::config::read::Cx::new(Box::new(|_| None)))
-            .unwrap_or_else(|d| panic!("{d}"));
-        cfg.probes.into_iter().next().unwrap_or_else(|| panic!("one probe"))
+        let (cfg, _) = crate::config::load_str(
+            "t.yaml",
+            &yaml,
+            crate::config::read::Cx::new(Box::new(|_| None)),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        cfg.probes
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("one probe"))
     }
 
     #[test]
@@ -172,7 +186,10 @@ mod tests {
             buckets[(o.as_secs_f64() / 3.0) as usize] += 1;
         }
         // Each tenth of the interval gets roughly a tenth of the probes.
-        assert!(buckets.iter().all(|b| (50..=150).contains(b)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|b| (50..=150).contains(b)),
+            "{buckets:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -183,7 +200,10 @@ mod tests {
         assert!(first < epoch + START_SPREAD);
         let second = next_due(&s, epoch, first, first + Duration::from_millis(5)).expect("next");
         let gap = second - first;
-        assert!(gap >= Duration::from_secs(5) && gap <= Duration::from_secs(15), "{gap:?}");
+        assert!(
+            gap >= Duration::from_secs(5) && gap <= Duration::from_secs(15),
+            "{gap:?}"
+        );
         let third = next_due(&s, epoch, second, second + Duration::from_millis(5)).expect("next");
         assert_eq!(third - second, Duration::from_secs(10));
         // A run that overran two slots resumes at the next slot, not in a burst.

@@ -81,7 +81,11 @@ async fn readyz(State(s): State<LiveState>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: database not open yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database not open yet\n",
+        )
+            .into_response()
     }
 }
 
@@ -127,19 +131,31 @@ mod tests {
         let app = router(state.clone());
         let res = app
             .clone()
-            .oneshot(Request::get("/healthz").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/healthz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         assert_eq!(res.status(), StatusCode::OK);
         let res = app
             .clone()
-            .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/readyz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         state.ready.store(true, Ordering::Relaxed);
         let res = app
-            .oneshot(Request::get("/readyz").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/readyz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         assert_eq!(res.status(), StatusCode::OK);

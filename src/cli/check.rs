@@ -16,7 +16,10 @@ pub fn run(cli: &Cli) -> Exit {
                 Exit::Ok
             }
             Err(diags) => {
-                println!("{}", serde_json::json!({ "valid": false, "diagnostics": diags.0 }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "diagnostics": diags.0 })
+                );
                 Exit::Invalid
             }
         };

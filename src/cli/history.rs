@@ -47,7 +47,8 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
         }
     };
     let until = Utc::now();
-    let since = until - chrono::Duration::from_std(args.window).unwrap_or(chrono::Duration::days(1));
+    let since =
+        until - chrono::Duration::from_std(args.window).unwrap_or(chrono::Duration::days(1));
     let (results, stats) = match (
         store.recent(&args.name, args.limit),
         store.stats(&args.name, since, until),
@@ -63,7 +64,10 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
         let hint = crate::config::read::suggest(&args.name, &names)
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
-        eprintln!("lookout history: no probe named `{}` and no history for it{hint}", args.name);
+        eprintln!(
+            "lookout history: no probe named `{}` and no history for it{hint}",
+            args.name
+        );
         return Exit::Failed;
     }
 
@@ -80,7 +84,13 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
     let color = output::stdout_color();
     let window = crate::duration::human(args.window).replace(".0", "");
     match cfg.probe(&args.name) {
-        Some(p) => println!("{}  {} {}  ({})", p.name, p.kind.name(), p.kind.target(), p.schedule),
+        Some(p) => println!(
+            "{}  {} {}  ({})",
+            p.name,
+            p.kind.name(),
+            p.kind.target(),
+            p.schedule
+        ),
         None => println!("{}  (no longer configured)", args.name),
     }
     match stats.uptime {
@@ -110,7 +120,11 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
     for r in &results {
         let when = r.started_at.format("%Y-%m-%d %H:%M:%S%.3fZ");
         match &r.failure {
-            None => println!("  {when}  {}  {}", output::paint(color, output::GREEN, "ok  "), output::ms(r.duration)),
+            None => println!(
+                "  {when}  {}  {}",
+                output::paint(color, output::GREEN, "ok  "),
+                output::ms(r.duration)
+            ),
             Some(f) => println!(
                 "  {when}  {}  {}  {}: {}",
                 output::paint(color, output::RED, "FAIL"),

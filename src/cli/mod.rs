@@ -18,10 +18,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Config, Diagnostics};
 
 #[derive(Debug, Parser)]
-#[command(name = "lookout", version, about = "Synthetic health-check and dependency prober")]
+#[command(
+    name = "lookout",
+    version,
+    about = "Synthetic health-check and dependency prober"
+)]
 pub struct Cli {
     /// The main configuration file.
-    #[arg(short, long, global = true, env = "LOOKOUT_CONFIG", default_value = "lookout.yaml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "LOOKOUT_CONFIG",
+        default_value = "lookout.yaml"
+    )]
     pub config: PathBuf,
     /// Print JSON instead of text meant for people.
     #[arg(long, global = true)]
@@ -103,7 +113,10 @@ pub fn print_diagnostics(d: &Diagnostics) {
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> Exit {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lookout: cannot start the async runtime: {e}");

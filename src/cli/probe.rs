@@ -31,7 +31,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub async fn run(cli: &Cli, args: &ProbeArgs) -> Exit {
     let specs: Vec<Arc<ProbeSpec>> = match &args.url {
-        Some(url) => match http_from_url(url) {
+        Some(url) => match http::from_url(url) {
             Ok(spec) => vec![Arc::new(ProbeSpec {
                 name: "adhoc".into(),
                 description: None,
@@ -63,7 +63,10 @@ pub async fn run(cli: &Cli, args: &ProbeArgs) -> Exit {
                         let hint = crate::config::read::suggest(name, &names)
                             .map(|s| format!("; did you mean `{s}`?"))
                             .unwrap_or_default();
-                        eprintln!("lookout probe: no probe named `{name}` in {}{hint}", cli.config.display());
+                        eprintln!(
+                            "lookout probe: no probe named `{name}` in {}{hint}",
+                            cli.config.display()
+                        );
                         return Exit::Invalid;
                     }
                 }
@@ -127,7 +130,13 @@ pub fn render(spec: &ProbeSpec, r: &ProbeResult, color: bool) -> String {
     } else {
         output::paint(color, output::RED, "FAIL")
     };
-    let _ = writeln!(s, "{verdict} {}  {} {}", r.probe, spec.kind.name(), spec.kind.target());
+    let _ = writeln!(
+        s,
+        "{verdict} {}  {} {}",
+        r.probe,
+        spec.kind.name(),
+        spec.kind.target()
+    );
     for (phase, d) in &r.phases {
         let _ = writeln!(s, "  {:<12}{}", phase.as_str(), output::ms(*d));
     }
@@ -140,9 +149,18 @@ pub fn render(spec: &ProbeSpec, r: &ProbeResult, color: bool) -> String {
         .collect();
     details.sort();
     if !details.is_empty() {
-        let _ = writeln!(s, "  {}", output::paint(color, output::DIM, &details.join("  ")));
+        let _ = writeln!(
+            s,
+            "  {}",
+            output::paint(color, output::DIM, &details.join("  "))
+        );
     }
-    let width = r.checks.iter().map(|c| c.expectation.chars().count()).max().unwrap_or(0);
+    let width = r
+        .checks
+        .iter()
+        .map(|c| c.expectation.chars().count())
+        .max()
+        .unwrap_or(0);
     for c in &r.checks {
         let mark = if c.passed {
             output::paint(color, output::GREEN, "✓")
@@ -152,12 +170,12 @@ pub fn render(spec: &ProbeSpec, r: &ProbeResult, color: bool) -> String {
         let _ = writeln!(s, "  {mark} {:<width$}  got {}", c.expectation, c.observed);
     }
     if let Some(f) = &r.failure {
-        let _ = writeln!(s, "  {}: {}", output::paint(color, output::RED, f.class.as_str()), f.message);
+        let _ = writeln!(
+            s,
+            "  {}: {}",
+            output::paint(color, output::RED, f.class.as_str()),
+            f.message
+        );
     }
     s
-}
-
-// Temporary until the http kind lands `from_url`.
-fn http_from_url(_url: &str) -> Result<http::HttpSpec, String> {
-    Err("not available yet".into())
 }

@@ -97,7 +97,11 @@ pub async fn run(cli: &Cli) -> Exit {
                 );
                 exit = Exit::Failed;
             }
-            tracing::info!(written = report.written, dropped = report.dropped, "results flushed");
+            tracing::info!(
+                written = report.written,
+                dropped = report.dropped,
+                "results flushed"
+            );
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "recorder ended abnormally");
@@ -141,7 +145,10 @@ fn log_result(r: &ProbeResult, meta: RunMeta) {
 /// The first SIGTERM/SIGINT starts a graceful shutdown; a second exits at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             tracing::error!("cannot install signal handlers; stop Lookout with SIGKILL");

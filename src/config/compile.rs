@@ -99,14 +99,19 @@ fn syntax_diag(e: &yaml::SyntaxError) -> Diagnostic {
 
 fn read_file(path: &Path) -> Result<Node, Diagnostic> {
     let name = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| Diagnostic::file(&name, format!("cannot read: {e}")))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Diagnostic::file(&name, format!("cannot read: {e}")))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(Diagnostic::file(
             &name,
-            format!("file is {} bytes; configuration files are limited to {MAX_FILE_BYTES}", meta.len()),
+            format!(
+                "file is {} bytes; configuration files are limited to {MAX_FILE_BYTES}",
+                meta.len()
+            ),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Diagnostic::file(&name, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostic::file(&name, format!("cannot read: {e}")))?;
     yaml::parse(&name, &text).map_err(|e| syntax_diag(&e))
 }
 
@@ -143,6 +148,7 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Co
 
     let defaults = top.get("defaults").and_then(|d| check_defaults(cx, d));
     let mut probes = Vec::new();
+    let mut outlines = Vec::new();
     for (node, path) in &probe_nodes {
         let merged = match &defaults {
             Some(d) => merge_defaults(d, node),
@@ -151,10 +157,15 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Co
         if let Some(p) = compile_probe(cx, &merged, path) {
             probes.push(p);
         }
+        outlines.extend(Outline::of(&merged, path));
     }
     check_names(cx, &probe_nodes);
-    check_dependencies(cx, &probes, &probe_nodes);
-    check_notify(cx, &probes, &probe_nodes, &notifiers);
+    check_dependencies(cx, &outlines);
+    let declared: Vec<String> = match top.get("notifiers").map(|n| &n.value) {
+        Some(Value::Map(entries)) => entries.iter().map(|(k, _)| k.name.clone()).collect(),
+        _ => Vec::new(),
+    };
+    check_notify(cx, &outlines, &declared);
 
     Some(Config {
         main_file: path.to_path_buf(),
@@ -217,7 +228,13 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
         match l.parse::<SocketAddr>() {
             Ok(a) => server.listen = a,
             Err(_) => {
-                m.error_at(cx, "listen", format!("invalid listen address `{l}`: expected IP:PORT such as {DEFAULT_LISTEN}"));
+                m.error_at(
+                    cx,
+                    "listen",
+                    format!(
+                        "invalid listen address `{l}`: expected IP:PORT such as {DEFAULT_LISTEN}"
+                    ),
+                );
                 return None;
             }
         }
@@ -250,7 +267,14 @@ fn compile_notifiers(cx: &mut Cx, top: &Map<'_>) -> BTreeMap<String, Notifier> {
         return out;
     };
     let Value::Map(entries) = &node.value else {
-        cx.error(&node.pos, "notifiers", format!("expected a mapping of notifier names, found {}", node.type_name()));
+        cx.error(
+            &node.pos,
+            "notifiers",
+            format!(
+                "expected a mapping of notifier names, found {}",
+                node.type_name()
+            ),
+        );
         return out;
     };
     for (key, n) in entries {
@@ -258,9 +282,16 @@ fn compile_notifiers(cx: &mut Cx, top: &Map<'_>) -> BTreeMap<String, Notifier> {
         let Some(m) = cx.map(n, &path, &["email", "slack", "webhook"]) else {
             continue;
         };
-        let kinds: Vec<&str> = ["email", "slack", "webhook"].into_iter().filter(|k| m.has(k)).collect();
+        let kinds: Vec<&str> = ["email", "slack", "webhook"]
+            .into_iter()
+            .filter(|k| m.has(k))
+            .collect();
         if kinds.len() != 1 {
-            cx.error(&n.pos, &path, "a notifier needs exactly one of `email`, `slack` or `webhook`");
+            cx.error(
+                &n.pos,
+                &path,
+                "a notifier needs exactly one of `email`, `slack` or `webhook`",
+            );
             continue;
         }
         let notifier = match kinds[0] {
@@ -296,7 +327,9 @@ fn compile_email(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> 
             m.error_at(cx, "from", format!("`{f}` is not an email address"));
         }
     }
-    let to = m.required(cx, "to").and_then(|n| cx.string_list(n, &m.path("to")));
+    let to = m
+        .required(cx, "to")
+        .and_then(|n| cx.string_list(n, &m.path("to")));
     if let Some(list) = &to {
         if list.is_empty() {
             m.error_at(cx, "to", "needs at least one recipient");
@@ -338,7 +371,14 @@ fn check_http_url(cx: &mut Cx, m: &Map<'_>, key: &str, value: &str) -> Option<()
     match url::Url::parse(value) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Some(()),
         Ok(u) => {
-            m.error_at(cx, key, format!("expected an http:// or https:// URL, found scheme `{}`", u.scheme()));
+            m.error_at(
+                cx,
+                key,
+                format!(
+                    "expected an http:// or https:// URL, found scheme `{}`",
+                    u.scheme()
+                ),
+            );
             None
         }
         Err(e) => {
@@ -359,7 +399,11 @@ fn collect_probes(cx: &mut Cx, m: &Map<'_>, out: &mut Vec<(Node, String)>) {
             }
         }
         Value::Null => {}
-        _ => cx.error(&list.pos, "probes", format!("expected a list of probes, found {}", list.type_name())),
+        _ => cx.error(
+            &list.pos,
+            "probes",
+            format!("expected a list of probes, found {}", list.type_name()),
+        ),
     }
 }
 
@@ -376,7 +420,10 @@ fn expand_includes(cx: &mut Cx, inc: &Node, main: &Path, base: &Path) -> Vec<(Pa
         let full = resolve_path(base, pat);
         let key = format!("include[{i}]");
         let pos = match &inc.value {
-            Value::Seq(items) => items.get(i).map(|n| n.pos.clone()).unwrap_or_else(|| inc.pos.clone()),
+            Value::Seq(items) => items
+                .get(i)
+                .map(|n| n.pos.clone())
+                .unwrap_or_else(|| inc.pos.clone()),
             _ => inc.pos.clone(),
         };
         let paths = match glob::glob(&full.to_string_lossy()) {
@@ -386,14 +433,21 @@ fn expand_includes(cx: &mut Cx, inc: &Node, main: &Path, base: &Path) -> Vec<(Pa
                 continue;
             }
         };
-        let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+        let mut matched: Vec<PathBuf> = paths
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
         matched.sort();
         let is_glob = pat.contains(['*', '?', '[']);
         if matched.is_empty() {
             if is_glob {
                 cx.warning(&pos, &key, format!("`{pat}` matches no files"));
             } else {
-                cx.error(&pos, &key, format!("included file `{}` does not exist", full.display()));
+                cx.error(
+                    &pos,
+                    &key,
+                    format!("included file `{}` does not exist", full.display()),
+                );
             }
         }
         for file in matched {
@@ -422,7 +476,11 @@ fn check_defaults(cx: &mut Cx, node: &Node) -> Option<Node> {
         .collect();
     let m = cx.map(node, "defaults", &allowed)?;
     if m.has("interval") && m.has("cron") {
-        cx.error(&node.pos, "defaults", "give either `interval` or `cron`, not both");
+        cx.error(
+            &node.pos,
+            "defaults",
+            "give either `interval` or `cron`, not both",
+        );
     }
     Some(node.clone())
 }
@@ -461,7 +519,11 @@ fn merge_defaults(defaults: &Node, probe: &Node) -> Node {
 }
 
 fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
-    let allowed: Vec<&str> = PROBE_COMMON_KEYS.iter().chain(KIND_KEYS.iter()).copied().collect();
+    let allowed: Vec<&str> = PROBE_COMMON_KEYS
+        .iter()
+        .chain(KIND_KEYS.iter())
+        .copied()
+        .collect();
     let m = cx.map(node, path, &allowed)?;
     let name = m.required_str(cx, "name");
     if let Some(n) = &name {
@@ -476,7 +538,10 @@ fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
             cx.error(
                 &node.pos,
                 path,
-                format!("a probe needs exactly one kind key: one of {}", KIND_KEYS.join(", ")),
+                format!(
+                    "a probe needs exactly one kind key: one of {}",
+                    KIND_KEYS.join(", ")
+                ),
             );
             None
         }
@@ -484,7 +549,10 @@ fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
             cx.error(
                 &node.pos,
                 path,
-                format!("a probe has exactly one kind key, found {}", many.join(" and ")),
+                format!(
+                    "a probe has exactly one kind key, found {}",
+                    many.join(" and ")
+                ),
             );
             None
         }
@@ -498,7 +566,11 @@ fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
         (None, Some(e)) => {
             // Still check the value's type so its errors are not lost.
             if !matches!(e.value, Value::Map(_)) {
-                cx.error(&e.pos, &m.path("expect"), format!("expected a mapping, found {}", e.type_name()));
+                cx.error(
+                    &e.pos,
+                    &m.path("expect"),
+                    format!("expected a mapping, found {}", e.type_name()),
+                );
             }
             None
         }
@@ -587,13 +659,21 @@ pub fn check_name(name: &str) -> Result<(), String> {
 fn compile_schedule(cx: &mut Cx, m: &Map<'_>) -> Option<Schedule> {
     match (m.get("interval"), m.get("cron")) {
         (Some(_), Some(c)) => {
-            cx.error(&c.pos, &m.path("cron"), "give either `interval` or `cron`, not both");
+            cx.error(
+                &c.pos,
+                &m.path("cron"),
+                "give either `interval` or `cron`, not both",
+            );
             None
         }
         (Some(_), None) => {
             let d = m.duration(cx, "interval")?;
             if d < Duration::from_millis(100) {
-                m.error_at(cx, "interval", "an interval shorter than 100ms would flood the target");
+                m.error_at(
+                    cx,
+                    "interval",
+                    "an interval shorter than 100ms would flood the target",
+                );
                 return None;
             }
             Some(Schedule::Interval(d))
@@ -606,7 +686,11 @@ fn compile_schedule(cx: &mut Cx, m: &Map<'_>) -> Option<Schedule> {
                     cron: Box::new(cron),
                 }),
                 Err(e) => {
-                    cx.error(&c.pos, &m.path("cron"), format!("invalid cron expression `{expr}`: {e}"));
+                    cx.error(
+                        &c.pos,
+                        &m.path("cron"),
+                        format!("invalid cron expression `{expr}`: {e}"),
+                    );
                     None
                 }
             }
@@ -631,7 +715,10 @@ fn compile_alert(cx: &mut Cx, m: &Map<'_>) -> Option<AlertSpec> {
     }
     let a = cx.map(node, &path, ALERT_KEYS)?;
     let mut ok = true;
-    for (key, slot) in [("after", &mut alert.after), ("recover_after", &mut alert.recover_after)] {
+    for (key, slot) in [
+        ("after", &mut alert.after),
+        ("recover_after", &mut alert.recover_after),
+    ] {
         if let Some(v) = a.u64(cx, key) {
             if v == 0 || v > 10_000 {
                 a.error_at(cx, key, "must be between 1 and 10000");
@@ -644,7 +731,11 @@ fn compile_alert(cx: &mut Cx, m: &Map<'_>) -> Option<AlertSpec> {
     if a.has("remind") {
         alert.remind = a.duration(cx, "remind");
         if alert.remind.is_some_and(|d| d < Duration::from_secs(60)) {
-            a.error_at(cx, "remind", "reminders more often than every minute are noise; use 1m or more");
+            a.error_at(
+                cx,
+                "remind",
+                "reminders more often than every minute are noise; use 1m or more",
+            );
             ok = false;
         }
     }
@@ -654,18 +745,59 @@ fn compile_alert(cx: &mut Cx, m: &Map<'_>) -> Option<AlertSpec> {
     ok.then_some(alert)
 }
 
-fn probe_pos<'a>(nodes: &'a [(Node, String)], name: &str) -> Option<(&'a Node, &'a str)> {
-    nodes.iter().find_map(|(n, path)| {
-        let nn = n.get("name")?;
-        (nn.scalar_text().as_deref() == Some(name)).then_some((n, path.as_str()))
-    })
+/// The cross-probe facts of one probe (after `defaults`), read from its
+/// node whether or not the rest of the probe compiled, so a broken kind
+/// section does not hide a dependency or notifier error.
+struct Outline {
+    name: String,
+    path: String,
+    depends_on: Vec<(String, Pos)>,
+    depends_pos: Pos,
+    notify: Vec<(String, Pos)>,
+}
+
+impl Outline {
+    fn of(node: &Node, path: &str) -> Option<Outline> {
+        let name = match &node.get("name")?.value {
+            Value::Str { value, .. } => value.clone(),
+            _ => return None,
+        };
+        let list = |n: Option<&Node>| -> Vec<(String, Pos)> {
+            match n.map(|n| &n.value) {
+                Some(Value::Seq(items)) => items
+                    .iter()
+                    .filter_map(|i| i.scalar_text().map(|t| (t, i.pos.clone())))
+                    .collect(),
+                Some(Value::Str { value, .. }) => n
+                    .map(|n| vec![(value.clone(), n.pos.clone())])
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        let deps = node.get("depends_on");
+        Some(Outline {
+            name,
+            path: path.to_string(),
+            depends_on: list(deps),
+            depends_pos: deps
+                .map(|d| d.pos.clone())
+                .unwrap_or_else(|| node.pos.clone()),
+            notify: list(node.get("alert").and_then(|a| a.get("notify"))),
+        })
+    }
+
+    fn depends_key(&self) -> String {
+        join(&self.path, "depends_on")
+    }
 }
 
 fn check_names(cx: &mut Cx, nodes: &[(Node, String)]) {
     let mut first: HashMap<String, Pos> = HashMap::new();
     for (n, path) in nodes {
         let Some(nn) = n.get("name") else { continue };
-        let Some(name) = nn.scalar_text() else { continue };
+        let Some(name) = nn.scalar_text() else {
+            continue;
+        };
         match first.get(&name) {
             Some(p) => cx.error(
                 &nn.pos,
@@ -679,19 +811,17 @@ fn check_names(cx: &mut Cx, nodes: &[(Node, String)]) {
     }
 }
 
-fn check_dependencies(cx: &mut Cx, probes: &[ProbeSpec], nodes: &[(Node, String)]) {
-    let names: Vec<&str> = nodes
-        .iter()
-        .filter_map(|(n, _)| n.get("name").and_then(|v| match &v.value {
-            Value::Str { value, .. } => Some(value.as_str()),
-            _ => None,
-        }))
-        .collect();
-    for p in probes {
-        for dep in &p.depends_on {
+fn check_dependencies(cx: &mut Cx, outlines: &[Outline]) {
+    let names: Vec<&str> = outlines.iter().map(|o| o.name.as_str()).collect();
+    for o in outlines {
+        for (dep, pos) in &o.depends_on {
             if names.contains(&dep.as_str()) {
-                if dep == &p.name {
-                    report_dep(cx, nodes, &p.name, dep, format!("probe `{dep}` cannot depend on itself"));
+                if dep == &o.name {
+                    cx.error(
+                        pos,
+                        &o.depends_key(),
+                        format!("probe `{dep}` cannot depend on itself"),
+                    );
                 }
                 continue;
             }
@@ -699,29 +829,55 @@ fn check_dependencies(cx: &mut Cx, probes: &[ProbeSpec], nodes: &[(Node, String)
                 Some(s) => format!("`{dep}` names no probe; did you mean `{s}`?"),
                 None => format!("`{dep}` names no probe"),
             };
-            report_dep(cx, nodes, &p.name, dep, msg);
+            cx.error(pos, &o.depends_key(), msg);
         }
     }
-    // Cycles: depth-first search with colours; each cycle reported once.
-    let graph: HashMap<&str, Vec<&str>> = probes
+    // Cycles: depth-first search with colours; each cycle reported once, at
+    // the first probe of the cycle, on its entry naming the next.
+    let graph: HashMap<&str, Vec<&str>> = outlines
         .iter()
-        .map(|p| (p.name.as_str(), p.depends_on.iter().map(String::as_str).filter(|d| *d != p.name).collect()))
+        .map(|o| {
+            let deps = o
+                .depends_on
+                .iter()
+                .map(|(d, _)| d.as_str())
+                .filter(|d| *d != o.name)
+                .collect();
+            (o.name.as_str(), deps)
+        })
         .collect();
     let mut state: HashMap<&str, u8> = HashMap::new();
+    let mut cycles: Vec<Vec<&str>> = Vec::new();
     let mut reported: HashSet<Vec<&str>> = HashSet::new();
-    for p in probes {
+    for o in outlines {
         let mut stack: Vec<&str> = Vec::new();
-        visit(p.name.as_str(), &graph, &mut state, &mut stack, &mut |cycle: Vec<&str>| {
-            let mut key = cycle.clone();
-            key.sort();
-            if reported.insert(key) {
-                let first = cycle[0];
-                let text = cycle.join(" -> ");
-                let msg = format!("dependency cycle: {text} -> {first}");
-                let next = cycle.get(1).copied().unwrap_or(first);
-                report_dep(cx, nodes, first, next, msg);
-            }
-        });
+        visit(
+            o.name.as_str(),
+            &graph,
+            &mut state,
+            &mut stack,
+            &mut |cycle: Vec<&str>| {
+                let mut key = cycle.clone();
+                key.sort();
+                if reported.insert(key) {
+                    cycles.push(cycle);
+                }
+            },
+        );
+    }
+    for cycle in cycles {
+        let first = cycle[0];
+        let next = cycle.get(1).copied().unwrap_or(first);
+        let msg = format!("dependency cycle: {} -> {first}", cycle.join(" -> "));
+        if let Some(o) = outlines.iter().find(|o| o.name == first) {
+            let pos = o
+                .depends_on
+                .iter()
+                .find(|(d, _)| d == next)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| o.depends_pos.clone());
+            cx.error(&pos, &o.depends_key(), msg);
+        }
     }
 }
 
@@ -755,52 +911,29 @@ fn visit<'a>(
     state.insert(node, 2);
 }
 
-fn report_dep(cx: &mut Cx, nodes: &[(Node, String)], probe: &str, dep: &str, msg: String) {
-    let Some((n, path)) = probe_pos(nodes, probe) else { return };
-    let key = join(path, "depends_on");
-    let pos = n
-        .get("depends_on")
-        .map(|d| match &d.value {
-            Value::Seq(items) => items
-                .iter()
-                .find(|i| i.scalar_text().as_deref() == Some(dep))
-                .map(|i| i.pos.clone())
-                .unwrap_or_else(|| d.pos.clone()),
-            _ => d.pos.clone(),
-        })
-        .unwrap_or_else(|| n.pos.clone());
-    cx.error(&pos, &key, msg);
-}
-
-fn check_notify(cx: &mut Cx, probes: &[ProbeSpec], nodes: &[(Node, String)], notifiers: &BTreeMap<String, Notifier>) {
-    let known: Vec<&str> = notifiers.keys().map(String::as_str).collect();
-    for p in probes {
-        for name in &p.alert.notify {
-            if notifiers.contains_key(name) {
+fn check_notify(cx: &mut Cx, outlines: &[Outline], declared: &[String]) {
+    let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+    for o in outlines {
+        for (name, pos) in &o.notify {
+            if known.contains(&name.as_str()) {
                 continue;
             }
-            // Point at the notify entry: in the probe, or in defaults.
-            let (pos, key) = probe_pos(nodes, &p.name)
-                .and_then(|(n, path)| {
-                    let notify = n.get("alert")?.get("notify")?;
-                    Some((notify.pos.clone(), join(path, "alert.notify")))
-                })
-                .unwrap_or_else(|| {
-                    (
-                        Pos {
-                            file: p.defined_at.rsplit_once(':').map(|(f, _)| f).unwrap_or("").into(),
-                            line: p.defined_at.rsplit_once(':').and_then(|(_, l)| l.parse().ok()).unwrap_or(0),
-                            col: 1,
-                        },
-                        "alert.notify".to_string(),
-                    )
-                });
             let msg = match super::read::suggest(name, &known) {
-                Some(s) => format!("probe `{}` notifies `{name}`, which is not a notifier; did you mean `{s}`?", p.name),
-                None if known.is_empty() => format!("probe `{}` notifies `{name}`, but no notifiers are configured", p.name),
-                None => format!("probe `{}` notifies `{name}`, which is not a notifier (known: {})", p.name, known.join(", ")),
+                Some(s) => format!(
+                    "probe `{}` notifies `{name}`, which is not a notifier; did you mean `{s}`?",
+                    o.name
+                ),
+                None if known.is_empty() => format!(
+                    "probe `{}` notifies `{name}`, but no notifiers are configured",
+                    o.name
+                ),
+                None => format!(
+                    "probe `{}` notifies `{name}`, which is not a notifier (known: {})",
+                    o.name,
+                    known.join(", ")
+                ),
             };
-            cx.error(&pos, &key, msg);
+            cx.error(pos, &join(&o.path, "alert.notify"), msg);
         }
     }
 }

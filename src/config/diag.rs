@@ -61,7 +61,11 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {sev}: {}", self.file, self.message)
         } else if self.key.is_empty() {
-            write!(f, "{}:{}:{}: {sev}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {sev}: {}",
+                self.file, self.line, self.column, self.message
+            )
         } else {
             write!(
                 f,

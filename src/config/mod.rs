@@ -107,7 +107,10 @@ pub enum Schedule {
     /// Every `interval`, offset by a stable per-probe jitter.
     Interval(Duration),
     /// At the times a cron expression names (UTC).
-    Cron { expr: String, cron: Box<croner::Cron> },
+    Cron {
+        expr: String,
+        cron: Box<croner::Cron>,
+    },
 }
 
 impl std::fmt::Display for Schedule {

@@ -112,7 +112,11 @@ impl Cx {
             Value::Str { value, .. } => match self.expand(value, &node.pos, path)?.parse::<u64>() {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    self.error(&node.pos, path, format!("expected a whole number, found `{value}`"));
+                    self.error(
+                        &node.pos,
+                        path,
+                        format!("expected a whole number, found `{value}`"),
+                    );
                     None
                 }
             },
@@ -135,7 +139,10 @@ impl Cx {
                 self.error(
                     &node.pos,
                     path,
-                    format!("expected a duration such as 30s, found {}", node.type_name()),
+                    format!(
+                        "expected a duration such as 30s, found {}",
+                        node.type_name()
+                    ),
                 );
                 return None;
             }
@@ -246,7 +253,11 @@ impl Cx {
     fn resolve(&self, inner: &str) -> Result<String, String> {
         if let Some(file) = inner.strip_prefix("file:") {
             let p = PathBuf::from(file.trim());
-            let p = if p.is_relative() { self.base_dir.join(p) } else { p };
+            let p = if p.is_relative() {
+                self.base_dir.join(p)
+            } else {
+                p
+            };
             return std::fs::read_to_string(&p)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| format!("cannot read secret file `{}`: {e}", p.display()));
@@ -284,7 +295,10 @@ pub struct Map<'a> {
 
 impl<'a> Map<'a> {
     pub fn get(&self, key: &str) -> Option<&'a Node> {
-        self.entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(_, v)| v)
     }
 
     pub fn has(&self, key: &str) -> bool {
@@ -307,13 +321,18 @@ impl<'a> Map<'a> {
     pub fn required(&self, cx: &mut Cx, key: &str) -> Option<&'a Node> {
         let n = self.get(key);
         if n.is_none() {
-            cx.error(&self.node.pos, &self.path, format!("missing required key `{key}`"));
+            cx.error(
+                &self.node.pos,
+                &self.path,
+                format!("missing required key `{key}`"),
+            );
         }
         n
     }
 
     pub fn required_str(&self, cx: &mut Cx, key: &str) -> Option<String> {
-        self.required(cx, key).and_then(|n| cx.string(n, &self.path(key)))
+        self.required(cx, key)
+            .and_then(|n| cx.string(n, &self.path(key)))
     }
 
     pub fn bool(&self, cx: &mut Cx, key: &str) -> Option<bool> {
@@ -329,11 +348,13 @@ impl<'a> Map<'a> {
     }
 
     pub fn string_list(&self, cx: &mut Cx, key: &str) -> Option<Vec<String>> {
-        self.get(key).and_then(|n| cx.string_list(n, &self.path(key)))
+        self.get(key)
+            .and_then(|n| cx.string_list(n, &self.path(key)))
     }
 
     pub fn string_map(&self, cx: &mut Cx, key: &str) -> Option<BTreeMap<String, String>> {
-        self.get(key).and_then(|n| cx.string_map(n, &self.path(key)))
+        self.get(key)
+            .and_then(|n| cx.string_map(n, &self.path(key)))
     }
 
     /// Reports an error at a key's value (or at the mapping when absent).
@@ -355,7 +376,10 @@ pub fn join(path: &str, key: &str) -> String {
 pub fn unknown_key_message(key: &str, allowed: &[&str]) -> String {
     match suggest(key, allowed) {
         Some(s) => format!("unknown key `{key}`; did you mean `{s}`?"),
-        None => format!("unknown key `{key}`; expected one of: {}", allowed.join(", ")),
+        None => format!(
+            "unknown key `{key}`; expected one of: {}",
+            allowed.join(", ")
+        ),
     }
 }
 
@@ -377,7 +401,9 @@ mod tests {
 
     fn cx_with(vars: &'static [(&'static str, &'static str)]) -> Cx {
         Cx::new(Box::new(move |k| {
-            vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
         }))
     }
 
@@ -389,10 +415,22 @@ mod tests {
             line: 1,
             col: 1,
         };
-        assert_eq!(cx.expand("Bearer ${TOKEN}", &pos, "k").as_deref(), Some("Bearer abcd1234"));
-        assert_eq!(cx.expand("${MISSING:-dflt}", &pos, "k").as_deref(), Some("dflt"));
-        assert_eq!(cx.expand("${EMPTY:-dflt}", &pos, "k").as_deref(), Some("dflt"));
-        assert_eq!(cx.expand("$$5 and $x", &pos, "k").as_deref(), Some("$5 and $x"));
+        assert_eq!(
+            cx.expand("Bearer ${TOKEN}", &pos, "k").as_deref(),
+            Some("Bearer abcd1234")
+        );
+        assert_eq!(
+            cx.expand("${MISSING:-dflt}", &pos, "k").as_deref(),
+            Some("dflt")
+        );
+        assert_eq!(
+            cx.expand("${EMPTY:-dflt}", &pos, "k").as_deref(),
+            Some("dflt")
+        );
+        assert_eq!(
+            cx.expand("$$5 and $x", &pos, "k").as_deref(),
+            Some("$5 and $x")
+        );
         assert_eq!(cx.expand("${MISSING}", &pos, "k"), None);
         assert!(cx.diags.0[0].message.contains("`MISSING` is not set"));
     }
@@ -404,6 +442,10 @@ mod tests {
         cx.map(&n, "probes[0]", &["timeout", "interval"]);
         let d = &cx.diags.0[0];
         assert_eq!(d.key, "probes[0].tiemout");
-        assert!(d.message.contains("did you mean `timeout`"), "{}", d.message);
+        assert!(
+            d.message.contains("did you mean `timeout`"),
+            "{}",
+            d.message
+        );
     }
 }

@@ -34,7 +34,10 @@ pub enum Value {
     Float(f64),
     /// A string scalar; `quoted` is true when it was written in quotes or as
     /// a block scalar, i.e. the author meant a string.
-    Str { value: String, quoted: bool },
+    Str {
+        value: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in the order written; keys are plain strings (a YAML mapping
     /// with a non-scalar key is reported as an error by the loader).
@@ -172,7 +175,9 @@ impl Builder {
         if self.nodes > NODE_BUDGET {
             return Err(self.err(
                 pos,
-                format!("document too large: more than {NODE_BUDGET} nodes after expanding aliases"),
+                format!(
+                    "document too large: more than {NODE_BUDGET} nodes after expanding aliases"
+                ),
             ));
         }
         Ok(())
@@ -183,7 +188,10 @@ impl Builder {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    return Err(self.err(&pos, "more than one YAML document in this file; use one document per file"));
+                    return Err(self.err(
+                        &pos,
+                        "more than one YAML document in this file; use one document per file",
+                    ));
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -294,7 +302,9 @@ impl Builder {
                             let pos = key.pos.clone();
                             return Err(SyntaxError {
                                 pos,
-                                message: "a mapping key must be a plain value, not a list or mapping".into(),
+                                message:
+                                    "a mapping key must be a plain value, not a list or mapping"
+                                        .into(),
                             });
                         }
                     };
@@ -303,15 +313,12 @@ impl Builder {
                             "duplicate key `{name}` (first written at line {})",
                             first.pos.line
                         );
-                        return Err(SyntaxError { pos: key.pos, message });
-                    }
-                    entries.push((
-                        Key {
-                            name,
+                        return Err(SyntaxError {
                             pos: key.pos,
-                        },
-                        node,
-                    ));
+                            message,
+                        });
+                    }
+                    entries.push((Key { name, pos: key.pos }, node));
                     Ok(())
                 }
             },
@@ -396,7 +403,11 @@ mod tests {
     fn alias_bomb_is_refused() {
         let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..8 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
             text.push_str(&format!(
                 "l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
             ));

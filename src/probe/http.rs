@@ -65,7 +65,9 @@ pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 pub const MAX_MAX_BODY: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 const MAX_MAX_REDIRECTS: u64 = 100;
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"];
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+];
 const BASIC_AUTH_KEYS: &[&str] = &["username", "password"];
 /// How much of a body an expectation's failure message quotes.
 const SNIPPET_CHARS: usize = 120;
@@ -167,7 +169,11 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
         None => Some(DEFAULT_MAX_REDIRECTS),
         Some(_) => m.u64(cx, "max_redirects").and_then(|n| {
             if n > MAX_MAX_REDIRECTS {
-                m.error_at(cx, "max_redirects", format!("at most {MAX_MAX_REDIRECTS} redirects can be followed"));
+                m.error_at(
+                    cx,
+                    "max_redirects",
+                    format!("at most {MAX_MAX_REDIRECTS} redirects can be followed"),
+                );
                 return None;
             }
             u32::try_from(n).ok()
@@ -219,11 +225,15 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
 fn parse_method(text: &str) -> Result<Method, String> {
     let upper = text.trim().to_ascii_uppercase();
     if METHODS.contains(&upper.as_str()) {
-        return Method::from_bytes(upper.as_bytes()).map_err(|e| format!("invalid method `{text}`: {e}"));
+        return Method::from_bytes(upper.as_bytes())
+            .map_err(|e| format!("invalid method `{text}`: {e}"));
     }
     Err(match suggest(&upper, METHODS) {
         Some(s) => format!("unknown HTTP method `{text}`; did you mean `{s}`?"),
-        None => format!("unknown HTTP method `{text}`; expected one of: {}", METHODS.join(", ")),
+        None => format!(
+            "unknown HTTP method `{text}`; expected one of: {}",
+            METHODS.join(", ")
+        ),
     })
 }
 
@@ -271,7 +281,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(b) = hex {
                 out.push(b);
                 i += 3;
@@ -294,7 +306,11 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
                 out.insert(header::USER_AGENT, v);
             }
             Err(_) => {
-                m.error_at(cx, "user_agent", "invalid header value (control characters are not allowed)");
+                m.error_at(
+                    cx,
+                    "user_agent",
+                    "invalid header value (control characters are not allowed)",
+                );
                 ok = false;
             }
         }
@@ -310,7 +326,11 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
                     let name = match HeaderName::from_bytes(k.name.as_bytes()) {
                         Ok(n) => n,
                         Err(_) => {
-                            cx.error(&k.pos, &key_path, format!("invalid header name `{}`", k.name));
+                            cx.error(
+                                &k.pos,
+                                &key_path,
+                                format!("invalid header name `{}`", k.name),
+                            );
                             ok = false;
                             continue;
                         }
@@ -329,14 +349,25 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
                             out.insert(name, value);
                         }
                         None => {
-                            cx.error(&v.pos, &key_path, "invalid header value (control characters are not allowed)");
+                            cx.error(
+                                &v.pos,
+                                &key_path,
+                                "invalid header value (control characters are not allowed)",
+                            );
                             ok = false;
                         }
                     }
                 }
             }
             _ => {
-                cx.error(&node.pos, &path, format!("expected a mapping of header names to values, found {}", node.type_name()));
+                cx.error(
+                    &node.pos,
+                    &path,
+                    format!(
+                        "expected a mapping of header names to values, found {}",
+                        node.type_name()
+                    ),
+                );
                 ok = false;
             }
         }
@@ -362,7 +393,11 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
                             out.insert(header::AUTHORIZATION, v);
                         }
                         None => {
-                            cx.error(&node.pos, &path, "credentials hold characters that cannot be sent in a header");
+                            cx.error(
+                                &node.pos,
+                                &path,
+                                "credentials hold characters that cannot be sent in a header",
+                            );
                             ok = false;
                         }
                     }
@@ -378,7 +413,11 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
             Some(t) => {
                 crate::redact::register(&t);
                 if m.has("basic_auth") {
-                    m.error_at(cx, "bearer_token", "give either `basic_auth` or `bearer_token`, not both");
+                    m.error_at(
+                        cx,
+                        "bearer_token",
+                        "give either `basic_auth` or `bearer_token`, not both",
+                    );
                     ok = false;
                 } else {
                     match sensitive(&format!("Bearer {}", t.trim())) {
@@ -386,7 +425,11 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
                             out.insert(header::AUTHORIZATION, v);
                         }
                         None => {
-                            m.error_at(cx, "bearer_token", "the token holds characters that cannot be sent in a header");
+                            m.error_at(
+                                cx,
+                                "bearer_token",
+                                "the token holds characters that cannot be sent in a header",
+                            );
                             ok = false;
                         }
                     }
@@ -396,8 +439,16 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
         }
     }
     if explicit_auth && (m.has("basic_auth") || m.has("bearer_token")) {
-        let key = if m.has("basic_auth") { "basic_auth" } else { "bearer_token" };
-        m.error_at(cx, key, "an `Authorization` header is already set in `headers`; give the credentials once");
+        let key = if m.has("basic_auth") {
+            "basic_auth"
+        } else {
+            "bearer_token"
+        };
+        m.error_at(
+            cx,
+            key,
+            "an `Authorization` header is already set in `headers`; give the credentials once",
+        );
         ok = false;
     }
     ok.then_some(out)
@@ -408,7 +459,11 @@ fn compile_size(cx: &mut Cx, node: &Node, path: &str) -> Option<u64> {
         Value::Int(i) => i.to_string(),
         Value::Str { .. } => cx.string(node, path)?,
         _ => {
-            cx.error(&node.pos, path, format!("expected a size such as 1MiB, found {}", node.type_name()));
+            cx.error(
+                &node.pos,
+                path,
+                format!("expected a size such as 1MiB, found {}", node.type_name()),
+            );
             return None;
         }
     };
@@ -450,7 +505,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// A byte count the way it was probably written: `1 MiB`, `512 KiB`, `10 MB`.
 pub fn human_size(n: u64) -> String {
-    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1_000)] {
+    for (unit, size) in [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("kB", 1_000),
+    ] {
         if n >= size && n % size == 0 {
             return format!("{} {unit}", n / size);
         }
@@ -488,7 +550,14 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
             let text = match &item.value {
                 Value::Int(_) | Value::Str { .. } => cx.string(item, &p),
                 _ => {
-                    cx.error(&item.pos, &p, format!("expected a status code or a class such as 2xx, found {}", item.type_name()));
+                    cx.error(
+                        &item.pos,
+                        &p,
+                        format!(
+                            "expected a status code or a class such as 2xx, found {}",
+                            item.type_name()
+                        ),
+                    );
                     None
                 }
             };
@@ -539,18 +608,27 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                     let jp = match JsonPath::parse(&k.name) {
                         Ok(jp) => Some(jp),
                         Err(e) => {
-                            let hint = if k.name.starts_with('$') { "" } else { " (a JSONPath starts with `$`, e.g. `$.status`)" };
-                            cx.error(&k.pos, &p, format!("invalid JSONPath `{}`: {e}{hint}", k.name));
+                            let hint = if k.name.starts_with('$') {
+                                ""
+                            } else {
+                                " (a JSONPath starts with `$`, e.g. `$.status`)"
+                            };
+                            cx.error(
+                                &k.pos,
+                                &p,
+                                format!("invalid JSONPath `{}`: {e}{hint}", k.name),
+                            );
                             None
                         }
                     };
-                    let matcher = node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            cx.error(&v.pos, &p, e);
-                            None
-                        }
-                    });
+                    let matcher =
+                        node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                cx.error(&v.pos, &p, e);
+                                None
+                            }
+                        });
                     match (jp, matcher) {
                         (Some(path), Some(matcher)) => out.json.push(JsonExpect {
                             text: k.name.clone(),
@@ -562,7 +640,14 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                 }
             }
             _ => {
-                cx.error(&node.pos, &path, format!("expected a mapping of JSONPath to expected value, found {}", node.type_name()));
+                cx.error(
+                    &node.pos,
+                    &path,
+                    format!(
+                        "expected a mapping of JSONPath to expected value, found {}",
+                        node.type_name()
+                    ),
+                );
                 ok = false;
             }
         }
@@ -580,13 +665,14 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                             None
                         }
                     };
-                    let matcher = node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            cx.error(&v.pos, &p, e);
-                            None
-                        }
-                    });
+                    let matcher =
+                        node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
+                            Ok(m) => Some(m),
+                            Err(e) => {
+                                cx.error(&v.pos, &p, e);
+                                None
+                            }
+                        });
                     match (name, matcher) {
                         (Some(n), Some(m)) => out.headers.push((n, m)),
                         _ => ok = false,
@@ -594,7 +680,14 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                 }
             }
             _ => {
-                cx.error(&node.pos, &path, format!("expected a mapping of header names to expected values, found {}", node.type_name()));
+                cx.error(
+                    &node.pos,
+                    &path,
+                    format!(
+                        "expected a mapping of header names to expected values, found {}",
+                        node.type_name()
+                    ),
+                );
                 ok = false;
             }
         }
@@ -608,7 +701,9 @@ fn node_json(cx: &mut Cx, node: &Node, path: &str) -> Option<Json> {
         Value::Null => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) => Json::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map(Json::Number).unwrap_or(Json::Null),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Json::Number)
+            .unwrap_or(Json::Null),
         Value::Str { .. } => Json::String(cx.string(node, path)?),
         Value::Seq(list) => {
             let mut out = Vec::with_capacity(list.len());
@@ -634,7 +729,7 @@ fn node_json(cx: &mut Cx, node: &Node, path: &str) -> Option<Json> {
 /// the task that drives the connection, which closes the socket.
 struct ConnGuard {
     task: tokio::task::JoinHandle<()>,
-    _sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Full<Bytes>>,
 }
 
 impl Drop for ConnGuard {
@@ -692,7 +787,8 @@ pub async fn run(spec: &HttpSpec, trace: &mut Trace) -> Result<(), Failure> {
         // Browsers (and RFC 9110) turn a 303, and a 301/302 after POST, into
         // a GET without a body; 307 and 308 repeat the request as it was.
         let to_get = status == StatusCode::SEE_OTHER && method != Method::HEAD
-            || matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND) && method == Method::POST;
+            || matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                && method == Method::POST;
         if to_get {
             method = Method::GET;
             body = None;
@@ -720,18 +816,25 @@ async fn fetch(
     // Built (and cached) before any phase starts, so loading the system's
     // trust store once per process never counts as TLS time.
     let tls_config = if https {
-        Some(tlsutil::base_config(&spec.tls).await.map_err(|e| Failure::new(FailureClass::Internal, e))?)
+        Some(
+            tlsutil::base_config(&spec.tls)
+                .await
+                .map_err(|e| Failure::new(FailureClass::Internal, e))?,
+        )
     } else {
         None
     };
     let request = build_request(spec, url, method, body, with_credentials)?;
-    let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
     let host = url.host_str().unwrap_or_default();
     let addrs = resolve(host, port, trace).await?;
     let tcp = connect(&addrs, trace).await?;
     match tls_config {
         Some(config) => {
-            let name = tlsutil::server_name(host).map_err(|e| Failure::new(FailureClass::Tls, e))?;
+            let name =
+                tlsutil::server_name(host).map_err(|e| Failure::new(FailureClass::Tls, e))?;
             trace.begin(Phase::Tls);
             let done = tlsutil::handshake(tcp, name, &config, &[b"http/1.1"]).await;
             trace.end();
@@ -739,7 +842,10 @@ async fn fetch(
                 if let Some(leaf) = &f.leaf {
                     leaf.record(trace);
                 }
-                Failure::new(FailureClass::Tls, format!("{}: {}", host_port(url), f.message))
+                Failure::new(
+                    FailureClass::Tls,
+                    format!("{}: {}", host_port(url), f.message),
+                )
             })?;
             let (response, conn) = exchange(stream, request, trace).await?;
             Ok(Hop {
@@ -777,7 +883,11 @@ fn build_request(
     let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
     let mut headers = spec.headers.clone();
     if !with_credentials {
-        for name in [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION] {
+        for name in [
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::PROXY_AUTHORIZATION,
+        ] {
             headers.remove(name);
         }
     }
@@ -785,21 +895,34 @@ fn build_request(
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_string(),
     };
-    let host = HeaderValue::from_str(&host)
-        .map_err(|_| Failure::new(FailureClass::Protocol, format!("cannot send a Host header for {url}")))?;
+    let host = HeaderValue::from_str(&host).map_err(|_| {
+        Failure::new(
+            FailureClass::Protocol,
+            format!("cannot send a Host header for {url}"),
+        )
+    })?;
     headers.insert(header::HOST, host);
     let mut request = Request::builder()
         .method(method.clone())
         .uri(target)
         .version(Version::HTTP_11)
         .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| Failure::new(FailureClass::Protocol, format!("cannot build a request for {url}: {e}")))?;
+        .map_err(|e| {
+            Failure::new(
+                FailureClass::Protocol,
+                format!("cannot build a request for {url}: {e}"),
+            )
+        })?;
     *request.headers_mut() = headers;
     Ok(request)
 }
 
 /// Resolves `host` (skipped for an IP literal, which has no DNS phase).
-pub(crate) async fn resolve(host: &str, port: u16, trace: &mut Trace) -> Result<Vec<SocketAddr>, Failure> {
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    trace: &mut Trace,
+) -> Result<Vec<SocketAddr>, Failure> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
@@ -811,11 +934,17 @@ pub(crate) async fn resolve(host: &str, port: u16, trace: &mut Trace) -> Result<
         Ok(addrs) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
             if addrs.is_empty() {
-                return Err(Failure::new(FailureClass::Dns, format!("cannot resolve {bare}: no addresses")));
+                return Err(Failure::new(
+                    FailureClass::Dns,
+                    format!("cannot resolve {bare}: no addresses"),
+                ));
             }
             Ok(addrs)
         }
-        Err(e) => Err(Failure::new(FailureClass::Dns, format!("cannot resolve {bare}: {e}"))),
+        Err(e) => Err(Failure::new(
+            FailureClass::Dns,
+            format!("cannot resolve {bare}: {e}"),
+        )),
     }
 }
 
@@ -851,28 +980,40 @@ fn connect_failure(failed: &[(SocketAddr, std::io::Error)]) -> Failure {
         _ => format!("cannot connect to {addr}: {e}"),
     };
     if failed.len() > 1 {
-        msg.push_str(&format!(" (and {} other addresses failed)", failed.len() - 1));
+        msg.push_str(&format!(
+            " (and {} other addresses failed)",
+            failed.len() - 1
+        ));
     }
     Failure::new(FailureClass::Connect, msg)
 }
 
 /// Sends `request` over `io` and waits for the response head.
-async fn exchange<S>(io: S, request: Request<Full<Bytes>>, trace: &mut Trace) -> Result<(Response<Incoming>, ConnGuard), Failure>
+async fn exchange<S>(
+    io: S,
+    request: Request<Full<Bytes>>,
+    trace: &mut Trace,
+) -> Result<(Response<Incoming>, ConnGuard), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| hyper_failure(&e, "before the request was sent"))?;
-    let task = tokio::spawn(async move {
-        // Errors surface through the request and body futures.
-        let _ = conn.await;
-    });
+    // The guard exists before the first await below, so a run cancelled by
+    // its timeout aborts the connection task (and closes the socket) instead
+    // of leaving it running.
+    let mut guard = ConnGuard {
+        task: tokio::spawn(async move {
+            // Errors surface through the request and body futures.
+            let _ = conn.await;
+        }),
+        sender,
+    };
     trace.begin(Phase::FirstByte);
-    let sent = sender.send_request(request).await;
+    let sent = guard.sender.send_request(request).await;
     trace.end();
-    let guard = ConnGuard { task, _sender: sender };
     match sent {
         Ok(response) => Ok((response, guard)),
         Err(e) => Err(hyper_failure(&e, "before sending a response")),
@@ -885,11 +1026,31 @@ fn hyper_failure(e: &hyper::Error, stage: &str) -> Failure {
     } else if e.is_parse_too_large() {
         "the response head is too large".to_string()
     } else if e.is_parse() || e.is_parse_status() {
-        format!("malformed HTTP response: {} (is this port speaking HTTP/1.1?)", chain(e))
+        format!(
+            "malformed HTTP response: {} (is this port speaking HTTP/1.1?)",
+            chain(e)
+        )
     } else {
         format!("HTTP exchange failed: {}", chain(e))
     };
     Failure::new(FailureClass::Protocol, msg)
+}
+
+/// Whether the peer closed the connection in the middle of a message.
+fn closed_early(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut src = e.source();
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// An error and its sources, joined: hyper's top-level messages are terse.
@@ -909,8 +1070,19 @@ fn chain(e: &dyn StdError) -> String {
 
 /// Records the final response's details, reads its body within
 /// `max_body`, and checks every expectation.
-async fn finish(spec: &HttpSpec, hop: Hop, url: &Url, method: &Method, redirects: u32, trace: &mut Trace) -> Result<(), Failure> {
-    let Hop { response, tls, _conn } = hop;
+async fn finish(
+    spec: &HttpSpec,
+    hop: Hop,
+    url: &Url,
+    method: &Method,
+    redirects: u32,
+    trace: &mut Trace,
+) -> Result<(), Failure> {
+    let Hop {
+        response,
+        tls,
+        _conn,
+    } = hop;
     let (parts, incoming) = response.into_parts();
     let status = parts.status;
     let code = status.as_u16();
@@ -930,7 +1102,11 @@ async fn finish(spec: &HttpSpec, hop: Hop, url: &Url, method: &Method, redirects
         None => code.to_string(),
     };
     let status_ok = spec.expect.status.matches(code);
-    trace.check(format!("status {}", spec.expect.status), status_ok, status_text.clone());
+    trace.check(
+        format!("status {}", spec.expect.status),
+        status_ok,
+        status_text.clone(),
+    );
     if !status_ok && matches!(code, 401 | 403 | 407) {
         let why = if spec.headers.contains_key(header::AUTHORIZATION) {
             "the server refused the credentials"
@@ -953,7 +1129,9 @@ async fn finish(spec: &HttpSpec, hop: Hop, url: &Url, method: &Method, redirects
         if values.is_empty() {
             trace.check(expectation, false, "no such header");
         } else {
-            let passed = values.iter().any(|v| matcher.matches(&Json::String(v.clone())));
+            let passed = values
+                .iter()
+                .any(|v| matcher.matches(&Json::String(v.clone())));
             trace.check(expectation, passed, values.join(", "));
         }
     }
@@ -976,7 +1154,8 @@ async fn read_body(
     trace: &mut Trace,
 ) -> Result<Vec<u8>, Failure> {
     let limit = spec.max_body;
-    let bodiless = method == Method::HEAD || status.is_informational() || matches!(status.as_u16(), 204 | 304);
+    let bodiless =
+        method == Method::HEAD || status.is_informational() || matches!(status.as_u16(), 204 | 304);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -1018,7 +1197,7 @@ async fn read_body(
                     Some(n) => format!(" (got {} of {n} bytes)", buf.len()),
                     None => format!(" (after {} bytes)", buf.len()),
                 };
-                let msg = if e.is_incomplete_message() {
+                let msg = if closed_early(&e) {
                     format!("the server closed the connection before the body was complete{got}")
                 } else {
                     format!("reading the body failed{got}: {}", chain(&e))
@@ -1048,7 +1227,11 @@ fn check_body(spec: &HttpSpec, body: &[u8], trace: &mut Trace) {
     let seen = || format!("{} ({} bytes)", snippet(&text), body.len());
     for needle in &e.body_contains {
         let found = text.contains(needle.as_str());
-        trace.check(format!("body contains {needle:?}"), found, if found { "found".to_string() } else { seen() });
+        trace.check(
+            format!("body contains {needle:?}"),
+            found,
+            if found { "found".to_string() } else { seen() },
+        );
     }
     for re in &e.body_matches {
         let found = re.find(&text);
@@ -1056,7 +1239,11 @@ fn check_body(spec: &HttpSpec, body: &[u8], trace: &mut Trace) {
             Some(m) => format!("matched {}", snippet(m.as_str())),
             None => seen(),
         };
-        trace.check(format!("body matches /{}/", re.as_str()), found.is_some(), observed);
+        trace.check(
+            format!("body matches /{}/", re.as_str()),
+            found.is_some(),
+            observed,
+        );
     }
     if e.json.is_empty() {
         return;
@@ -1067,7 +1254,11 @@ fn check_body(spec: &HttpSpec, body: &[u8], trace: &mut Trace) {
         let doc = match &doc {
             Ok(d) => d,
             Err(err) => {
-                trace.check(expectation, false, format!("a body that is not JSON ({err}): {}", snippet(&text)));
+                trace.check(
+                    expectation,
+                    false,
+                    format!("a body that is not JSON ({err}): {}", snippet(&text)),
+                );
                 continue;
             }
         };
@@ -1117,19 +1308,28 @@ mod tests {
         assert_eq!(spec.method, Method::GET);
         assert_eq!(spec.max_body, DEFAULT_MAX_BODY);
         assert!(spec.follow_redirects);
-        let auth = spec.headers.get(header::AUTHORIZATION).expect("credentials from the URL");
+        let auth = spec
+            .headers
+            .get(header::AUTHORIZATION)
+            .expect("credentials from the URL");
         assert!(auth.is_sensitive());
         let want = base64::engine::general_purpose::STANDARD.encode("user:pa@ss");
         assert_eq!(auth.to_str().ok(), Some(format!("Basic {want}").as_str()));
         assert_eq!(spec.target(), "https://user:***@example.com/health");
-        assert!(from_url("ftp://example.com/").err().unwrap_or_default().contains("scheme `ftp`"));
+        assert!(from_url("ftp://example.com/")
+            .err()
+            .unwrap_or_default()
+            .contains("scheme `ftp`"));
         assert!(from_url("not a url").is_err());
     }
 
     #[test]
     fn methods_are_validated_with_suggestions() {
         assert_eq!(parse_method("post").ok(), Some(Method::POST));
-        assert!(parse_method("GTE").err().unwrap_or_default().contains("did you mean `GET`"));
+        assert!(parse_method("GTE")
+            .err()
+            .unwrap_or_default()
+            .contains("did you mean `GET`"));
     }
 
     #[test]
@@ -1144,6 +1344,11 @@ mod tests {
         let req = build_request(&spec, &url, &Method::GET, None, false).expect("request");
         assert!(req.headers().get(header::AUTHORIZATION).is_none());
         assert_eq!(req.uri(), "/x?y=1");
-        assert_eq!(req.headers().get(header::HOST).and_then(|h| h.to_str().ok()), Some("b.example"));
+        assert_eq!(
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok()),
+            Some("b.example")
+        );
     }
 }

@@ -164,7 +164,12 @@ impl Trace {
 
     /// Records one expectation's verdict. `expectation` is written as in
     /// the configuration (`status 2xx`), `observed` is what was seen.
-    pub fn check(&mut self, expectation: impl Into<String>, passed: bool, observed: impl Into<String>) {
+    pub fn check(
+        &mut self,
+        expectation: impl Into<String>,
+        passed: bool,
+        observed: impl Into<String>,
+    ) {
         self.checks.push(Check {
             expectation: crate::redact::redact(&expectation.into()),
             passed,
@@ -199,9 +204,16 @@ pub async fn run_once(spec: &ProbeSpec) -> ProbeResult {
             ))
         }
     };
-    if failure.as_ref().is_none_or(|f| f.class == FailureClass::Expectation) {
+    if failure
+        .as_ref()
+        .is_none_or(|f| f.class == FailureClass::Expectation)
+    {
         if let Some(cmp) = &spec.expect_latency {
-            trace.check(format!("latency {cmp}"), cmp.holds(duration), human(duration));
+            trace.check(
+                format!("latency {cmp}"),
+                cmp.holds(duration),
+                human(duration),
+            );
         }
     }
     if failure.is_none() {
@@ -230,6 +242,9 @@ fn first_failed_check(checks: &[Check]) -> Option<Failure> {
     };
     Some(Failure::new(
         FailureClass::Expectation,
-        format!("expected {}, got {}{more}", first.expectation, first.observed),
+        format!(
+            "expected {}, got {}{more}",
+            first.expectation, first.observed
+        ),
     ))
 }

@@ -78,7 +78,13 @@ impl VersionCmp {
 
 impl std::fmt::Display for VersionCmp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}.{}", self.op.as_str(), self.version.0, self.version.1)
+        write!(
+            f,
+            "{} {}.{}",
+            self.op.as_str(),
+            self.version.0,
+            self.version.1
+        )
     }
 }
 
@@ -95,17 +101,29 @@ fn parse_version(text: &str) -> Option<(u8, u8)> {
 pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -> Option<TlsSpec> {
     let m = cx.map(node, path, KEYS)?;
     let host = m.required_str(cx, "host").and_then(|h| {
-        let h = h.trim().trim_start_matches('[').trim_end_matches(']').to_string();
+        let h = h
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if h.is_empty() {
             m.error_at(cx, "host", "empty host");
             return None;
         }
         if h.contains("://") || h.contains('/') {
-            m.error_at(cx, "host", format!("`{h}` is not a host name; give only the host, e.g. api.example.com"));
+            m.error_at(
+                cx,
+                "host",
+                format!("`{h}` is not a host name; give only the host, e.g. api.example.com"),
+            );
             return None;
         }
         if h.contains(':') && h.parse::<std::net::Ipv6Addr>().is_err() {
-            m.error_at(cx, "host", format!("`{h}` is not a host name; give the port with `port`"));
+            m.error_at(
+                cx,
+                "host",
+                format!("`{h}` is not a host name; give the port with `port`"),
+            );
             return None;
         }
         Some(h)
@@ -136,7 +154,11 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
     if !m.has("server_name") {
         if let Some(h) = &host {
             if let Err(e) = tlsutil::server_name(h) {
-                m.error_at(cx, "host", format!("{e}; set `server_name` to the name on the certificate"));
+                m.error_at(
+                    cx,
+                    "host",
+                    format!("{e}; set `server_name` to the name on the certificate"),
+                );
             }
         }
     }
@@ -144,13 +166,15 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
     let certificate_expires_in = tlsutil::compile_expiry(cx, expect);
     let tls_version = match expect.filter(|e| e.has("tls_version")) {
         None => Some(None),
-        Some(em) => em.str(cx, "tls_version").and_then(|t| match VersionCmp::parse(&t) {
-            Ok(v) => Some(Some(v)),
-            Err(e) => {
-                em.error_at(cx, "tls_version", e);
-                None
-            }
-        }),
+        Some(em) => em
+            .str(cx, "tls_version")
+            .and_then(|t| match VersionCmp::parse(&t) {
+                Ok(v) => Some(Some(v)),
+                Err(e) => {
+                    em.error_at(cx, "tls_version", e);
+                    None
+                }
+            }),
     };
     Some(TlsSpec {
         host: host?,
@@ -167,7 +191,8 @@ pub async fn run(spec: &TlsSpec, trace: &mut Trace) -> Result<(), Failure> {
     let config = tlsutil::base_config(&spec.tls)
         .await
         .map_err(|e| Failure::new(FailureClass::Internal, e))?;
-    let name = tlsutil::server_name(&spec.server_name).map_err(|e| Failure::new(FailureClass::Tls, e))?;
+    let name =
+        tlsutil::server_name(&spec.server_name).map_err(|e| Failure::new(FailureClass::Tls, e))?;
     let addrs = http::resolve(&spec.host, spec.port, trace).await?;
     let tcp = http::connect(&addrs, trace).await?;
     trace.begin(Phase::Tls);
@@ -180,7 +205,10 @@ pub async fn run(spec: &TlsSpec, trace: &mut Trace) -> Result<(), Failure> {
                 leaf.record(trace);
                 trace.detail("cert_sans", leaf.sans.clone());
             }
-            return Err(Failure::new(FailureClass::Tls, format!("{}: {}", spec.target(), f.message)));
+            return Err(Failure::new(
+                FailureClass::Tls,
+                format!("{}: {}", spec.target(), f.message),
+            ));
         }
     };
     trace.detail("tls_version", hs.version.clone());
@@ -193,7 +221,11 @@ pub async fn run(spec: &TlsSpec, trace: &mut Trace) -> Result<(), Failure> {
         tlsutil::check_expiry(trace, cmp, hs.leaf.as_ref());
     }
     if let Some(v) = &spec.tls_version {
-        trace.check(format!("tls_version {v}"), v.holds(&hs.version), hs.version.clone());
+        trace.check(
+            format!("tls_version {v}"),
+            v.holds(&hs.version),
+            hs.version.clone(),
+        );
     }
     Ok(())
 }
@@ -220,6 +252,12 @@ mod tests {
         assert_eq!(VersionCmp::parse("1").map(|v| v.version).ok(), Some((1, 0)));
         assert!(VersionCmp::parse("2.0").is_err());
         assert!(VersionCmp::parse(">= x").is_err());
-        assert_eq!(VersionCmp::parse(">=1.2").map(|v| v.to_string()).ok().as_deref(), Some(">= 1.2"));
+        assert_eq!(
+            VersionCmp::parse(">=1.2")
+                .map(|v| v.to_string())
+                .ok()
+                .as_deref(),
+            Some(">= 1.2")
+        );
     }
 }

@@ -22,7 +22,9 @@ use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -65,9 +67,12 @@ pub fn load_ca(path: &Path) -> Result<CustomCa, String> {
     }
     let mut store = RootCertStore::empty();
     for (i, c) in certs.iter().enumerate() {
-        store
-            .add(c.clone())
-            .map_err(|e| format!("certificate {} in CA file `{shown}` cannot be used as a CA: {e}", i + 1))?;
+        store.add(c.clone()).map_err(|e| {
+            format!(
+                "certificate {} in CA file `{shown}` cannot be used as a CA: {e}",
+                i + 1
+            )
+        })?;
     }
     Ok(CustomCa {
         path: path.to_path_buf(),
@@ -90,7 +95,11 @@ pub fn compile_options(cx: &mut Cx, m: &Map<'_>) -> Option<TlsOptions> {
                 return None;
             }
             let p = PathBuf::from(text.trim());
-            let p = if p.is_relative() { cx.base_dir.join(p) } else { p };
+            let p = if p.is_relative() {
+                cx.base_dir.join(p)
+            } else {
+                p
+            };
             match load_ca(&p) {
                 Ok(ca) => Some(Some(Arc::new(ca))),
                 Err(e) => {
@@ -102,7 +111,11 @@ pub fn compile_options(cx: &mut Cx, m: &Map<'_>) -> Option<TlsOptions> {
     };
     if insecure == Some(true) && matches!(ca, Some(Some(_))) {
         if let Some(n) = m.get("ca") {
-            cx.warning(&n.pos, &m.path("ca"), "`ca` has no effect with `insecure: true`");
+            cx.warning(
+                &n.pos,
+                &m.path("ca"),
+                "`ca` has no effect with `insecure: true`",
+            );
         }
     }
     Some(TlsOptions {
@@ -217,16 +230,19 @@ pub async fn base_config(opts: &TlsOptions) -> Result<Arc<BaseConfig>, String> {
         return Ok(hit.clone());
     }
     let owned = opts.clone();
-    let built = tokio::task::spawn_blocking(move || build_base(&owned))
-        .await
-        .map_err(|e| format!("building the TLS configuration failed: {e}"))??;
-    let built = Arc::new(built);
-    let mut map = lock(cache());
-    if map.len() >= CACHE_LIMIT {
-        map.clear();
-    }
-    map.insert(key, built.clone());
-    Ok(built)
+    // The blocking task fills the cache itself, so the work is kept even
+    // when this run is cancelled by its timeout while waiting.
+    tokio::task::spawn_blocking(move || {
+        let built = Arc::new(build_base(&owned)?);
+        let mut map = lock(cache());
+        if map.len() >= CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(key, built.clone());
+        Ok(built)
+    })
+    .await
+    .map_err(|e| format!("building the TLS configuration failed: {e}"))?
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -259,7 +275,12 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -268,11 +289,18 @@ impl ServerCertVerifier for InsecureVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -345,7 +373,8 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(ServerName::IpAddress(ip.into()));
     }
-    ServerName::try_from(bare.to_string()).map_err(|_| format!("`{host}` is not a valid TLS server name"))
+    ServerName::try_from(bare.to_string())
+        .map_err(|_| format!("`{host}` is not a valid TLS server name"))
 }
 
 /// Runs a full TLS handshake over `tcp`, offering `alpn` protocols.
@@ -357,16 +386,21 @@ pub async fn handshake(
 ) -> Result<(TlsStream<TcpStream>, Handshake), TlsFailure> {
     let leaf_slot = Arc::new(Mutex::new(None));
     let mut config = (*base.config).clone();
-    config.dangerous().set_certificate_verifier(Arc::new(Capturing {
-        inner: base.verifier.clone(),
-        leaf: leaf_slot.clone(),
-    }));
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(Capturing {
+            inner: base.verifier.clone(),
+            leaf: leaf_slot.clone(),
+        }));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     match connector.connect(name.clone(), tcp).await {
         Ok(stream) => {
             let conn = stream.get_ref().1;
-            let version = conn.protocol_version().map(version_text).unwrap_or_default();
+            let version = conn
+                .protocol_version()
+                .map(version_text)
+                .unwrap_or_default();
             let cipher_suite = conn
                 .negotiated_cipher_suite()
                 .map(|s| format!("{:?}", s.suite()))
@@ -405,15 +439,22 @@ fn version_text(v: rustls::ProtocolVersion) -> String {
 }
 
 /// A handshake error in words an operator can act on.
-pub fn describe_error(e: &std::io::Error, name: &ServerName<'_>, leaf: Option<&CertInfo>) -> String {
+pub fn describe_error(
+    e: &std::io::Error,
+    name: &ServerName<'_>,
+    leaf: Option<&CertInfo>,
+) -> String {
     if let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return describe_rustls(err, name, leaf);
     }
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof => {
-            "the server closed the connection during the TLS handshake (is this port speaking TLS?)".into()
+            "the server closed the connection during the TLS handshake (is this port speaking TLS?)"
+                .into()
         }
-        std::io::ErrorKind::ConnectionReset => "the connection was reset during the TLS handshake".into(),
+        std::io::ErrorKind::ConnectionReset => {
+            "the connection was reset during the TLS handshake".into()
+        }
         _ => format!("TLS handshake failed: {e}"),
     }
 }
@@ -436,7 +477,11 @@ fn describe_rustls(err: &rustls::Error, name: &ServerName<'_>, leaf: Option<&Cer
     }
 }
 
-fn describe_cert_error(ce: &CertificateError, name: &ServerName<'_>, leaf: Option<&CertInfo>) -> String {
+fn describe_cert_error(
+    ce: &CertificateError,
+    name: &ServerName<'_>,
+    leaf: Option<&CertInfo>,
+) -> String {
     let not_after = leaf.map(|l| format!(" (not valid after {})", rfc3339(l.not_after)));
     match ce {
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
@@ -461,7 +506,9 @@ fn describe_cert_error(ce: &CertificateError, name: &ServerName<'_>, leaf: Optio
                 other => format!("{other:?}"),
             };
             let valid = match leaf {
-                Some(l) if !l.sans.is_empty() => format!(" (it is valid for: {})", l.sans.join(", ")),
+                Some(l) if !l.sans.is_empty() => {
+                    format!(" (it is valid for: {})", l.sans.join(", "))
+                }
                 Some(l) => format!(" (it names only `{}`)", l.subject),
                 None => String::new(),
             };
@@ -471,7 +518,8 @@ fn describe_cert_error(ce: &CertificateError, name: &ServerName<'_>, leaf: Optio
         CertificateError::BadSignature => "certificate signature is invalid".into(),
         CertificateError::BadEncoding => "certificate is malformed".into(),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-            "certificate is not valid for TLS server authentication (wrong extended key usage)".into()
+            "certificate is not valid for TLS server authentication (wrong extended key usage)"
+                .into()
         }
         other => format!("certificate is invalid: {other:?}"),
     }
@@ -538,7 +586,10 @@ impl CertInfo {
         trace.detail("cert_subject", self.subject.clone());
         trace.detail("cert_issuer", self.issuer.clone());
         trace.detail("cert_not_after", rfc3339(self.not_after));
-        trace.detail("cert_expires_in_days", self.expires_in().num_seconds().div_euclid(86_400));
+        trace.detail(
+            "cert_expires_in_days",
+            self.expires_in().num_seconds().div_euclid(86_400),
+        );
     }
 }
 
@@ -546,7 +597,11 @@ impl CertInfo {
 pub fn check_expiry(trace: &mut Trace, cmp: &DurationCmp, leaf: Option<&CertInfo>) {
     let expectation = format!("certificate_expires_in {cmp}");
     let Some(leaf) = leaf else {
-        trace.check(expectation, false, "no certificate (the connection did not use TLS)");
+        trace.check(
+            expectation,
+            false,
+            "no certificate (the connection did not use TLS)",
+        );
         return;
     };
     let left = leaf.expires_in();
@@ -587,11 +642,31 @@ mod tests {
         let name = server_name("api.example.com").expect("valid name");
         let self_signed = leaf("CN=x", "CN=x");
         let table: &[(CertificateError, Option<&CertInfo>, &str)] = &[
-            (CertificateError::Expired, Some(&self_signed), "certificate has expired (not valid after 2001-01-01T00:00:00Z)"),
-            (CertificateError::UnknownIssuer, Some(&self_signed), "certificate is not trusted (self-signed or unknown issuer): `CN=x` is self-signed"),
-            (CertificateError::UnknownIssuer, None, "certificate is not trusted (self-signed or unknown issuer)"),
-            (CertificateError::NotValidForName, Some(&self_signed), "certificate is not valid for name api.example.com (it is valid for: a.example)"),
-            (CertificateError::NotValidYet, None, "certificate is not valid yet"),
+            (
+                CertificateError::Expired,
+                Some(&self_signed),
+                "certificate has expired (not valid after 2001-01-01T00:00:00Z)",
+            ),
+            (
+                CertificateError::UnknownIssuer,
+                Some(&self_signed),
+                "certificate is not trusted (self-signed or unknown issuer): `CN=x` is self-signed",
+            ),
+            (
+                CertificateError::UnknownIssuer,
+                None,
+                "certificate is not trusted (self-signed or unknown issuer)",
+            ),
+            (
+                CertificateError::NotValidForName,
+                Some(&self_signed),
+                "certificate is not valid for name api.example.com (it is valid for: a.example)",
+            ),
+            (
+                CertificateError::NotValidYet,
+                None,
+                "certificate is not valid yet",
+            ),
         ];
         for (err, l, want) in table {
             assert_eq!(describe_cert_error(err, &name, *l), *want);
@@ -605,7 +680,10 @@ mod tests {
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
         );
-        assert_eq!(describe_error(&e, &name, None), "certificate is not valid for name 127.0.0.1");
+        assert_eq!(
+            describe_error(&e, &name, None),
+            "certificate is not valid for name 127.0.0.1"
+        );
         let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
         assert!(describe_error(&eof, &name, None).contains("closed the connection"));
     }
@@ -613,7 +691,10 @@ mod tests {
     #[test]
     fn server_names_accept_ip_literals_in_brackets() {
         assert!(matches!(server_name("[::1]"), Ok(ServerName::IpAddress(_))));
-        assert!(matches!(server_name("example.com"), Ok(ServerName::DnsName(_))));
+        assert!(matches!(
+            server_name("example.com"),
+            Ok(ServerName::DnsName(_))
+        ));
         assert!(server_name("bad name!").is_err());
     }
 
@@ -623,8 +704,14 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
-        assert!(load_ca(&dir.join("missing.pem")).err().unwrap_or_default().contains("cannot read CA file"));
-        assert!(load_ca(&empty).err().unwrap_or_default().contains("holds no certificate"));
+        assert!(load_ca(&dir.join("missing.pem"))
+            .err()
+            .unwrap_or_default()
+            .contains("cannot read CA file"));
+        assert!(load_ca(&empty)
+            .err()
+            .unwrap_or_default()
+            .contains("holds no certificate"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -635,7 +722,11 @@ mod tests {
         check_expiry(&mut trace, &cmp, Some(&leaf("CN=x", "CN=y")));
         check_expiry(&mut trace, &cmp, None);
         assert!(!trace.checks[0].passed);
-        assert!(trace.checks[0].observed.starts_with("expired "), "{}", trace.checks[0].observed);
+        assert!(
+            trace.checks[0].observed.starts_with("expired "),
+            "{}",
+            trace.checks[0].observed
+        );
         assert!(!trace.checks[1].passed);
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 fn lookout() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    c.env_remove("LOOKOUT_CONFIG").env("NO_COLOR", "1").env("LOOKOUT_LOG", "info");
+    c.env_remove("LOOKOUT_CONFIG")
+        .env("NO_COLOR", "1")
+        .env("LOOKOUT_LOG", "info");
     c
 }
 
@@ -98,7 +100,8 @@ fn start(config: &Path) -> Daemon {
 
 fn count_rows(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).expect("open db");
-    conn.query_row("SELECT count(*) FROM results", [], |r| r.get(0)).expect("count")
+    conn.query_row("SELECT count(*) FROM results", [], |r| r.get(0))
+        .expect("count")
 }
 
 #[test]
@@ -115,7 +118,10 @@ fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
     let (mut up, mut failed) = (0, 0);
     while up < 5 || failed < 3 {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = d.log.recv_timeout(left).unwrap_or_else(|_| panic!("no results in time; log:\n{}", lines.join("\n")));
+        let line = d
+            .log
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no results in time; log:\n{}", lines.join("\n")));
         if line.contains("probe=web ") && line.contains("ok=true") {
             up += 1;
         }
@@ -127,17 +133,26 @@ fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
     }
     // The API shows both probes with their last result.
     let api = http_get(listen, "/api/v1/probes");
-    assert!(api.contains("\"name\":\"web\"") && api.contains("\"state\":\"up\""), "{api}");
+    assert!(
+        api.contains("\"name\":\"web\"") && api.contains("\"state\":\"up\""),
+        "{api}"
+    );
 
     let pid = d.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(s) = d.child.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "lookout did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "lookout did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0));
@@ -159,7 +174,12 @@ fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
         .output()
         .expect("history");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("uptime") && text.contains("100.0"), "{text}");
     let out = lookout()
         .args(["history", "web-down", "--json", "-c"])
@@ -174,7 +194,11 @@ fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     out
@@ -186,7 +210,11 @@ fn probe_command_prints_phases_and_checks_and_sets_the_exit_status() {
     let target = http_target();
     let config = write_config(dir.path(), free_port(), target);
 
-    let out = lookout().args(["probe", "web", "-c"]).arg(&config).output().expect("probe");
+    let out = lookout()
+        .args(["probe", "web", "-c"])
+        .arg(&config)
+        .output()
+        .expect("probe");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     for word in ["PASS web", "connect", "first_byte", "total", "✓ status 200"] {
@@ -200,7 +228,10 @@ fn probe_command_prints_phases_and_checks_and_sets_the_exit_status() {
         .expect("probe");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("FAIL web-down") && text.contains("✗ status 200"), "{text}");
+    assert!(
+        text.contains("FAIL web-down") && text.contains("✗ status 200"),
+        "{text}"
+    );
     assert!(text.contains("got 503"), "{text}");
 
     let out = lookout()
@@ -212,7 +243,11 @@ fn probe_command_prints_phases_and_checks_and_sets_the_exit_status() {
     assert_eq!(v[0]["success"], false);
     assert_eq!(v[0]["failure"]["class"], "expectation");
 
-    let out = lookout().args(["probe", "wbe", "-c"]).arg(&config).output().expect("probe");
+    let out = lookout()
+        .args(["probe", "wbe", "-c"])
+        .arg(&config)
+        .output()
+        .expect("probe");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `web`"));
 }
@@ -225,7 +260,12 @@ fn probe_url_needs_no_configuration() {
         .current_dir(std::env::temp_dir())
         .output()
         .expect("probe --url");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = lookout()
         .args(["probe", "--url", &format!("http://127.0.0.1:{target}/down")])
         .current_dir(std::env::temp_dir())

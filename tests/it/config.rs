@@ -14,7 +14,9 @@ fn lookout() -> Command {
 }
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -33,7 +35,12 @@ fn check_reports_every_error_with_file_line_and_key() {
         .arg(fixture("broken/lookout.yaml"))
         .output()
         .expect("run lookout check");
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
     assert_eq!(v["valid"], false);
     let diags: Vec<Diag> = serde_json::from_value(v["diagnostics"].clone()).expect("diagnostics");
@@ -41,25 +48,75 @@ fn check_reports_every_error_with_file_line_and_key() {
 
     // (file suffix, line, key (or its parent), words in the message)
     let expected: &[(&str, usize, &str, &str)] = &[
-        ("lookout.yaml", 4, "storage.retention.raw", "invalid duration `14 days`"),
-        ("lookout.yaml", 9, "defaults.timout", "did you mean `timeout`"),
-        ("lookout.yaml", 21, "notifiers.ops-slack.slack.webhook", "`SLACK_WEBHOOK_URL_THAT_IS_NOT_SET` is not set"),
+        (
+            "lookout.yaml",
+            4,
+            "storage.retention.raw",
+            "invalid duration `14 days`",
+        ),
+        (
+            "lookout.yaml",
+            9,
+            "defaults.timout",
+            "did you mean `timeout`",
+        ),
+        (
+            "lookout.yaml",
+            21,
+            "notifiers.ops-slack.slack.webhook",
+            "`SLACK_WEBHOOK_URL_THAT_IS_NOT_SET` is not set",
+        ),
         ("lookout.yaml", 29, "probes[0].expect.status", "6xx"),
-        ("lookout.yaml", 30, "probes[0].expect.body_matches", "invalid regex"),
+        (
+            "lookout.yaml",
+            30,
+            "probes[0].expect.body_matches",
+            "invalid regex",
+        ),
         ("lookout.yaml", 32, "probes[0].expect.json", "JSONPath"),
         ("lookout.yaml", 33, "probes[0].interval", "unknown unit `x`"),
-        ("lookout.yaml", 34, "probes[1].name", "duplicate probe name `web`"),
+        (
+            "lookout.yaml",
+            34,
+            "probes[1].name",
+            "duplicate probe name `web`",
+        ),
         ("syntax.yaml", 4, "", "invalid YAML"),
-        ("more.yaml", 2, "probes[0].name", "invalid probe name `Bad_Name`"),
+        (
+            "more.yaml",
+            2,
+            "probes[0].name",
+            "invalid probe name `Bad_Name`",
+        ),
         ("more.yaml", 6, "probes[1].http.url", "URL"),
-        ("more.yaml", 7, "probes[1].depends_on", "`missing-probe` names no probe"),
+        (
+            "more.yaml",
+            7,
+            "probes[1].depends_on",
+            "`missing-probe` names no probe",
+        ),
         ("more.yaml", 9, "probes[2].tcp.port", ""),
         ("more.yaml", 10, "probes[2].depends_on", "dependency cycle"),
-        ("more.yaml", 15, "probes[3].alert.notify", "did you mean `ops-slack`"),
+        (
+            "more.yaml",
+            15,
+            "probes[3].alert.notify",
+            "did you mean `ops-slack`",
+        ),
         ("more.yaml", 16, "probes[4]", "exactly one kind key"),
-        ("more.yaml", 21, "probes[5].cron", "either `interval` or `cron`"),
+        (
+            "more.yaml",
+            21,
+            "probes[5].cron",
+            "either `interval` or `cron`",
+        ),
         ("more.yaml", 25, "probes[6].cron", "invalid cron expression"),
-        ("more.yaml", 28, "probes[7].timeout", "longer than the interval"),
+        (
+            "more.yaml",
+            28,
+            "probes[7].timeout",
+            "longer than the interval",
+        ),
     ];
     let mut missing = Vec::new();
     for (file, line, key, words) in expected {
@@ -109,7 +166,10 @@ fn missing_config_file_is_a_clear_error() {
         .expect("run lookout check");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/lookout.yaml: error: cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/lookout.yaml: error: cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -120,7 +180,12 @@ fn shipped_examples_are_valid() {
         .arg(dir.join("lookout.yaml"))
         .output()
         .expect("run lookout check");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every kind's example file must be valid too, on its own.
     for entry in std::fs::read_dir(dir.join("examples")).expect("probes/examples") {
         let path = entry.expect("entry").path();

@@ -37,7 +37,9 @@ async fn silent_server() -> Silent {
     let (o, m) = (open.clone(), max_open.clone());
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let now = o.fetch_add(1, Ordering::SeqCst) + 1;
             m.fetch_max(now, Ordering::SeqCst);
             let o = o.clone();
@@ -68,7 +70,9 @@ async fn quick_server() -> (u16, tokio::task::JoinHandle<()>) {
     let port = listener.local_addr().expect("addr").port();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let _ = tokio::io::AsyncWriteExt::write_all(&mut sock, b"ok\n").await;
             });
@@ -119,16 +123,33 @@ async fn a_hanging_target_times_out_at_its_bound_and_delays_no_other_probe() {
     for r in &hangs {
         assert_eq!(r.class(), Some(FailureClass::Timeout), "{r:?}");
         let ms = r.duration.as_millis();
-        assert!((800..=880).contains(&ms), "timeout took {ms}ms, bound is 800ms");
-        assert!(r.failure.as_ref().is_some_and(|f| f.message.contains("800ms")), "{r:?}");
+        assert!(
+            (800..=880).contains(&ms),
+            "timeout took {ms}ms, bound is 800ms"
+        );
+        assert!(
+            r.failure
+                .as_ref()
+                .is_some_and(|f| f.message.contains("800ms")),
+            "{r:?}"
+        );
     }
     // The quick probe kept its 200ms schedule while the other hung.
     for (r, m) in &quick {
         assert!(r.success, "{r:?}");
-        assert!(m.lag < Duration::from_millis(50), "quick probe started {:?} late", m.lag);
+        assert!(
+            m.lag < Duration::from_millis(50),
+            "quick probe started {:?} late",
+            m.lag
+        );
     }
     let gaps: Vec<Duration> = quick.windows(2).map(|w| w[1].1.due - w[0].1.due).collect();
-    assert!(gaps.iter().skip(1).all(|g| *g == Duration::from_millis(200)), "{gaps:?}");
+    assert!(
+        gaps.iter()
+            .skip(1)
+            .all(|g| *g == Duration::from_millis(200)),
+        "{gaps:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +180,10 @@ async fn a_probe_never_overlaps_itself_and_the_global_bound_holds() {
     stop.cancel();
     sched.await.expect("scheduler ends");
     let max = silent.max_open.load(Ordering::SeqCst);
-    assert!(max <= 2, "{max} connections were open at once with 2 permits");
+    assert!(
+        max <= 2,
+        "{max} connections were open at once with 2 permits"
+    );
     assert!(max >= 1);
     drop(silent.open.clone());
 }
@@ -178,7 +202,10 @@ async fn shutdown_lets_running_probes_finish() {
     // Wait until the run is in flight, then ask to stop.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while silent.open.load(Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "probe never connected");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probe never connected"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

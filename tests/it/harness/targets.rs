@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 use chrono::{Datelike, Utc};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -86,11 +87,28 @@ impl Reply {
     }
 }
 
+/// What a target has seen, shared with its connection tasks.
+#[derive(Default)]
+struct Stats {
+    /// Requests read (for TLS targets: after a completed handshake).
+    hits: AtomicUsize,
+    /// Connections the client closed while the target was stalling or
+    /// streaming ([`Behaviour::Silent`], [`Behaviour::Drip`],
+    /// [`Behaviour::Endless`], [`silent_tcp`]).
+    closed: watch::Sender<usize>,
+}
+
+impl Stats {
+    fn peer_closed(&self) {
+        self.closed.send_modify(|n| *n += 1);
+    }
+}
+
 /// A running target. Dropping it stops the server and closes every
 /// connection it holds.
 pub struct Target {
     pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
     task: JoinHandle<()>,
 }
 
@@ -112,7 +130,14 @@ impl Target {
     /// How many requests (or, for TLS targets, completed handshakes that
     /// sent a request) the target has read so far.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.stats.hits.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the client has closed `n` stalled or streaming
+    /// connections: proof that a run gave its socket back.
+    pub async fn wait_closed(&self, n: usize) {
+        let mut rx = self.stats.closed.subscribe();
+        let _ = rx.wait_for(|c| *c >= n).await;
     }
 }
 
@@ -123,7 +148,9 @@ impl Drop for Target {
 }
 
 async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
     (listener, addr)
 }
@@ -131,14 +158,14 @@ async fn listen() -> (TcpListener, SocketAddr) {
 /// A plain-HTTP target.
 pub async fn http(behaviour: Behaviour) -> Target {
     let (listener, addr) = listen().await;
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
+    let stats = Arc::new(Stats::default());
+    let shared = stats.clone();
     let task = tokio::spawn(accept_loop(listener, move |tcp| {
         let behaviour = behaviour.clone();
-        let hits = counter.clone();
-        async move { handle(tcp, behaviour, hits).await }
+        let stats = shared.clone();
+        async move { handle(tcp, behaviour, stats).await }
     }));
-    Target { addr, hits, task }
+    Target { addr, stats, task }
 }
 
 /// A TLS target presenting `cert`, TLS 1.2 and 1.3.
@@ -156,29 +183,31 @@ async fn https_with(
     cert: &ServerCert,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Target {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(versions)
-        .expect("protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(cert.chain.clone(), cert.key())
-        .expect("server certificate and key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(cert.chain.clone(), cert.key())
+    .expect("server certificate and key");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (listener, addr) = listen().await;
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
+    let stats = Arc::new(Stats::default());
+    let shared = stats.clone();
     let task = tokio::spawn(accept_loop(listener, move |tcp| {
         let behaviour = behaviour.clone();
-        let hits = counter.clone();
+        let stats = shared.clone();
         let acceptor = acceptor.clone();
         async move {
             // A client that rejects the certificate ends the handshake; that
             // is the test passing, not a server error.
             if let Ok(tls) = acceptor.accept(tcp).await {
-                handle(tls, behaviour, hits).await;
+                handle(tls, behaviour, stats).await;
             }
         }
     }));
-    Target { addr, hits, task }
+    Target { addr, stats, task }
 }
 
 /// Accepts forever, one task per connection, all owned by a `JoinSet` so
@@ -208,12 +237,22 @@ struct Request {
     raw: Vec<u8>,
 }
 
+/// What arrived on a connection.
+enum Incoming {
+    Request(Request),
+    /// Bytes that cannot start an HTTP request (e.g. a TLS ClientHello).
+    NotHttp,
+}
+
 /// Reads one request head and its Content-Length body; `None` when the
 /// client goes away first or sends more than 64 KiB of head.
-async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<Request> {
-    let mut buf = Vec::new();
+async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<Incoming> {
+    let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
+        if buf.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+            return Some(Incoming::NotHttp);
+        }
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
@@ -241,7 +280,7 @@ async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<Request> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    Some(Request { path, raw: buf })
+    Some(Incoming::Request(Request { path, raw: buf }))
 }
 
 fn head(status: u16, headers: &[(String, String)]) -> Vec<u8> {
@@ -257,7 +296,12 @@ fn head(status: u16, headers: &[(String, String)]) -> Vec<u8> {
     out.into_bytes()
 }
 
-async fn respond<S: AsyncWrite + Unpin>(s: &mut S, status: u16, headers: &[(String, String)], body: &[u8]) {
+async fn respond<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) {
     let mut all = headers.to_vec();
     all.push(("content-length".into(), body.len().to_string()));
     all.push(("connection".into(), "close".into()));
@@ -268,11 +312,18 @@ async fn respond<S: AsyncWrite + Unpin>(s: &mut S, status: u16, headers: &[(Stri
     }
 }
 
-async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, behaviour: Behaviour, hits: Arc<AtomicUsize>) {
-    let Some(req) = read_request(&mut s).await else {
-        return;
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    behaviour: Behaviour,
+    stats: Arc<Stats>,
+) {
+    let req = match read_request(&mut s).await {
+        Some(Incoming::Request(req)) => req,
+        // What a real HTTP server does with a TLS handshake or other noise.
+        Some(Incoming::NotHttp) => return respond(&mut s, 400, &[], b"not HTTP").await,
+        None => return,
     };
-    hits.fetch_add(1, Ordering::SeqCst);
+    stats.hits.fetch_add(1, Ordering::SeqCst);
     match behaviour {
         Behaviour::Respond(r) => {
             if !r.delay.is_zero() {
@@ -285,19 +336,17 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, behaviour: Behaviou
             respond(&mut s, 200, &ct, &req.raw).await;
         }
         Behaviour::Silent => {
-            std::future::pending::<()>().await;
+            read_until_closed(&mut s).await;
+            stats.peer_closed();
         }
         Behaviour::Drip => {
             let h = head(200, &[("content-length".into(), "1000000".into())]);
-            if s.write_all(&h).await.is_err() {
-                return;
-            }
-            loop {
-                if s.write_all(b"x").await.is_err() || s.flush().await.is_err() {
-                    return;
+            if s.write_all(&h).await.is_ok() {
+                while s.write_all(b"x").await.is_ok() && s.flush().await.is_ok() {
+                    tokio::time::sleep(DRIP_EVERY).await;
                 }
-                tokio::time::sleep(DRIP_EVERY).await;
             }
+            stats.peer_closed();
         }
         Behaviour::Endless { declare_length } => {
             let headers: Vec<(String, String)> = if declare_length {
@@ -305,11 +354,11 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, behaviour: Behaviou
             } else {
                 vec![("connection".into(), "close".into())]
             };
-            if s.write_all(&head(200, &headers)).await.is_err() {
-                return;
+            if s.write_all(&head(200, &headers)).await.is_ok() {
+                let chunk = vec![b'a'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
             }
-            let chunk = vec![b'a'; 64 * 1024];
-            while s.write_all(&chunk).await.is_ok() {}
+            stats.peer_closed();
         }
         Behaviour::RedirectLoop => {
             let n: u64 = req
@@ -343,16 +392,22 @@ pub async fn closed_port() -> SocketAddr {
 /// TLS handshake.
 pub async fn silent_tcp() -> Target {
     let (listener, addr) = listen().await;
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let task = tokio::spawn(accept_loop(listener, move |tcp| {
-        counter.fetch_add(1, Ordering::SeqCst);
+    let stats = Arc::new(Stats::default());
+    let shared = stats.clone();
+    let task = tokio::spawn(accept_loop(listener, move |mut tcp| {
+        let stats = shared.clone();
         async move {
-            let _held = tcp;
-            std::future::pending::<()>().await;
+            read_until_closed(&mut tcp).await;
+            stats.peer_closed();
         }
     }));
-    Target { addr, hits, task }
+    Target { addr, stats, task }
+}
+
+/// Reads and discards until the peer closes (or resets) the connection.
+async fn read_until_closed<S: AsyncRead + Unpin>(s: &mut S) {
+    let mut sink = [0u8; 4096];
+    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 /// A server certificate chain and its key.
@@ -448,7 +503,9 @@ impl TestCa {
         let key = KeyPair::generate().expect("CA key pair");
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "Lookout Test CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Lookout Test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).expect("CA certificate");
