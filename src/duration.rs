@@ -63,15 +63,33 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total as u64))
 }
 
-/// Formats a duration the way people write it: `250ms`, `1.2s`, `5m`, `3d`.
+/// Formats a duration the way people write it: `250ms`, `1.2s`, `10s`,
+/// `5m`, `3d`. Whole units print without decimals, so a configured `30s`
+/// reads back as `30s`.
 pub fn human(d: Duration) -> String {
+    const UNITS: [(u128, &str); 5] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+    ];
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    for (size, unit) in UNITS {
+        if nanos >= size && nanos % size == 0 {
+            return format!("{}{unit}", nanos / size);
+        }
+    }
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 1.0 {
-        format!("{:.2}ms", ms)
+        format!("{ms:.2}ms")
     } else if ms < 10.0 {
-        format!("{:.1}ms", ms)
+        format!("{ms:.1}ms")
     } else if ms < 1000.0 {
-        format!("{:.0}ms", ms)
+        format!("{ms:.0}ms")
     } else if ms < 60_000.0 {
         format!("{:.2}s", ms / 1000.0)
     } else if ms < 3_600_000.0 {
@@ -99,6 +117,15 @@ mod tests {
         ] {
             assert_eq!(parse(text), Ok(want), "{text}");
         }
+    }
+
+    #[test]
+    fn human_reads_back_as_written() {
+        for text in ["500ms", "10s", "5m", "1h", "14d", "0s"] {
+            assert_eq!(human(parse(text).expect("valid")), text);
+        }
+        assert_eq!(human(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(human(Duration::from_millis(1234)), "1.23s");
     }
 
     #[test]

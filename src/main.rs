@@ -1,6 +1,7 @@
 //! The `lookout` binary: parse arguments, set up logging, run the command,
 //! and turn its outcome into the process exit status.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,8 +17,11 @@ fn main() -> ExitCode {
 /// Logs go to stderr, at the level in `LOOKOUT_LOG` (default `info`).
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("LOOKOUT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal, never in files or journals.
+    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -18,12 +18,26 @@ pub struct HistoryArgs {
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
     /// The window for uptime and percentiles, e.g. 1h, 24h, 7d.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
-    pub window: Duration,
+    #[arg(long, default_value = "24h", value_parser = parse_window)]
+    pub window: Window,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
+/// A window as written on the command line and as a duration.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub text: String,
+    pub duration: Duration,
+}
+
+fn parse_window(s: &str) -> Result<Window, String> {
+    let duration = crate::duration::parse(s)?;
+    if duration.is_zero() {
+        return Err("the window must be longer than zero".into());
+    }
+    Ok(Window {
+        text: s.trim().to_string(),
+        duration,
+    })
 }
 
 pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
@@ -47,8 +61,8 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
         }
     };
     let until = Utc::now();
-    let since =
-        until - chrono::Duration::from_std(args.window).unwrap_or(chrono::Duration::days(1));
+    let since = until
+        - chrono::Duration::from_std(args.window.duration).unwrap_or(chrono::Duration::days(1));
     let (results, stats) = match (
         store.recent(&args.name, args.limit),
         store.stats(&args.name, since, until),
@@ -74,7 +88,7 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
     if cli.json {
         let v = serde_json::json!({
             "probe": args.name,
-            "window_seconds": args.window.as_secs_f64(),
+            "window_seconds": args.window.duration.as_secs_f64(),
             "stats": stats_json(&stats),
             "results": results,
         });
@@ -82,7 +96,7 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
         return Exit::Ok;
     }
     let color = output::stdout_color();
-    let window = crate::duration::human(args.window).replace(".0", "");
+    let window = &args.window.text;
     match cfg.probe(&args.name) {
         Some(p) => println!(
             "{}  {} {}  ({})",
@@ -95,8 +109,9 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
     }
     match stats.uptime {
         Some(u) => println!(
-            "last {window}: {} runs, {} failed, uptime {:.3}%",
+            "last {window}: {} run{}, {} failed, uptime {:.3}%",
             stats.count,
+            if stats.count == 1 { "" } else { "s" },
             stats.failures,
             u * 100.0
         ),

@@ -74,6 +74,7 @@ pub async fn run(cli: &Cli, args: &ProbeArgs) -> Exit {
             out
         }
     };
+    crate::probe::prepare(&specs).await;
     let mut set = tokio::task::JoinSet::new();
     for (i, spec) in specs.iter().enumerate() {
         let spec = spec.clone();

@@ -81,6 +81,7 @@ pub async fn run(cli: &Cli) -> Exit {
     };
 
     tokio::spawn(watch_signals(shutdown.clone()));
+    crate::probe::prepare(&probes).await;
     scheduler::run(probes, cfg.scheduler.concurrency, sink, shutdown.clone()).await;
     shutdown.cancel();
     tracing::info!("probes stopped; flushing results");

@@ -178,6 +178,20 @@ impl Trace {
     }
 }
 
+/// Builds what runs share (TLS configurations and the system trust store)
+/// before the first run, so no run's measured time includes one-time
+/// set-up. Failures are ignored here: the run itself reports them.
+pub async fn prepare(specs: &[std::sync::Arc<ProbeSpec>]) {
+    for spec in specs {
+        let opts = match &spec.kind {
+            ProbeKind::Http(h) if h.url.scheme() == "https" => &h.tls,
+            ProbeKind::Tls(t) => &t.tls,
+            _ => continue,
+        };
+        let _ = tlsutil::base_config(opts).await;
+    }
+}
+
 /// Runs `spec` once, bounded by its timeout, and returns the full result.
 /// This never panics and never takes longer than the timeout plus the time
 /// to drop the run's resources.
