@@ -125,7 +125,8 @@ mod tests {
             assert_eq!(human(parse(text).expect("valid")), text);
         }
         assert_eq!(human(Duration::from_micros(1500)), "1.5ms");
-        assert_eq!(human(Duration::from_millis(1234)), "1.23s");
+        assert_eq!(human(Duration::from_millis(1234)), "1234ms");
+        assert_eq!(human(Duration::from_micros(1_234_500)), "1.23s");
     }
 
     #[test]

@@ -159,7 +159,7 @@ async fn certificate_expires_in_passes_and_fails() {
     let r = run(&tls, "{certificate_expires_in: \"> 14d\"}").await;
     assert_eq!(r.class(), Some(FailureClass::Expectation));
     assert!(
-        message(&r).starts_with("expected certificate_expires_in > 14.0d, got 9."),
+        message(&r).starts_with("expected certificate_expires_in > 14d, got 9."),
         "{}",
         message(&r)
     );
