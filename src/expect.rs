@@ -34,8 +34,10 @@ impl Op {
         }
     }
 
-    /// Splits a leading operator off `text`.
-    fn split(text: &str) -> Option<(Op, &str)> {
+    /// Splits a leading operator (`<=`, `>=`, `==`, `!=`, `<`, `>`) off
+    /// `text`, ignoring white space around it: `">= 1.2"` gives
+    /// `(Op::Ge, "1.2")`. `None` when `text` does not start with one.
+    pub fn split(text: &str) -> Option<(Op, &str)> {
         let t = text.trim_start();
         for (p, op) in [
             ("<=", Op::Le),

@@ -192,6 +192,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn cron_runs_at_the_next_matching_time() {
+        let yaml =
+            "probes:\n  - name: c\n    tcp: {host: 127.0.0.1, port: 9}\n    cron: \"* * * * *\"\n";
+        let (cfg, _) = crate::config::load_str(
+            "t.yaml",
+            yaml,
+            crate::config::read::Cx::new(Box::new(|_| None)),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let spec = &cfg.probes[0];
+        let now = Instant::now();
+        let due = next_due(spec, now, now, now).expect("a next minute");
+        // Every minute: the next run is at the start of the next minute.
+        assert!(
+            due > now && due <= now + Duration::from_secs(60),
+            "{:?}",
+            due - now
+        );
+        let first = first_due(spec, now);
+        assert!(first <= now + Duration::from_secs(60));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn next_due_keeps_the_interval_and_skips_missed_slots() {
         let s = spec("a", Duration::from_secs(10));

@@ -53,18 +53,7 @@ pub struct VersionCmp {
 
 impl VersionCmp {
     pub fn parse(text: &str) -> Result<VersionCmp, String> {
-        let t = text.trim();
-        let (op, rest) = [
-            ("<=", Op::Le),
-            (">=", Op::Ge),
-            ("==", Op::Eq),
-            ("!=", Op::Ne),
-            ("<", Op::Lt),
-            (">", Op::Gt),
-        ]
-        .into_iter()
-        .find_map(|(p, op)| t.strip_prefix(p).map(|r| (op, r.trim())))
-        .unwrap_or((Op::Eq, t));
+        let (op, rest) = Op::split(text).unwrap_or((Op::Eq, text.trim()));
         let version = parse_version(rest).ok_or_else(|| {
             format!("invalid TLS version `{text}`: write e.g. 1.3 or a comparison such as `>= 1.2`")
         })?;

@@ -79,7 +79,16 @@ fn write_config(dir: &Path, listen: u16, target: u16) -> PathBuf {
 }
 
 fn start(config: &Path) -> Daemon {
-    let mut child = lookout()
+    start_with(config, &[])
+}
+
+/// Starts `lookout run` with extra environment variables, reading its log.
+fn start_with(config: &Path, env: &[(&str, &str)]) -> Daemon {
+    let mut cmd = lookout();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(["run", "-c"])
         .arg(config)
         .stderr(Stdio::piped())
@@ -279,4 +288,61 @@ fn probe_url_needs_no_configuration() {
         .expect("probe --url");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("connect"));
+}
+
+#[test]
+fn secrets_never_reach_output_logs_or_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = http_target();
+    let listen = free_port();
+    let config = dir.path().join("lookout.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage:\n  sqlite: lookout.db\nserver:\n  listen: 127.0.0.1:{listen}\nprobes:\n  - name: secret-web\n    http:\n      url: \"http://monitor:${{PASS}}@127.0.0.1:{target}/down?token=${{TOKEN}}\"\n      headers: {{ Authorization: \"Bearer ${{TOKEN}}\" }}\n    expect: {{ status: 200, body_contains: \"${{TOKEN}}\" }}\n    interval: 200ms\n    timeout: 200ms\n"
+        ),
+    )
+    .expect("write config");
+    let secrets = [
+        ("PASS", "hunter2-password"),
+        ("TOKEN", "tok-0123456789abcdef"),
+    ];
+
+    let mut cmd = lookout();
+    cmd.args(["probe", "secret-web", "-c"]).arg(&config);
+    for (k, v) in secrets {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("probe");
+    assert_eq!(out.status.code(), Some(1));
+    let mut seen = String::from_utf8_lossy(&out.stdout).to_string();
+    seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert!(seen.contains("monitor:***@"), "{seen}");
+
+    let mut d = start_with(&config, &secrets);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut failures = 0;
+    while failures < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = d.log.recv_timeout(left).expect("results in time");
+        if line.contains("ok=false") {
+            failures += 1;
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    seen.push_str(&http_get(listen, "/api/v1/probes"));
+    let pid = d.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = d.child.wait();
+    for line in d.log.try_iter() {
+        seen.push_str(&line);
+    }
+    let db = std::fs::read(dir.path().join("lookout.db")).expect("db");
+    let wal = std::fs::read(dir.path().join("lookout.db-wal")).unwrap_or_default();
+    for (_, secret) in secrets {
+        assert!(!seen.contains(secret), "secret in output or logs:\n{seen}");
+        let in_db = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!in_db(&db) && !in_db(&wal), "secret in the database");
+    }
 }

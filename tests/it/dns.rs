@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use lookout::config::{load_str, read::Cx};
 use lookout::probe::run_once;
 use lookout::result::{FailureClass, Phase, ProbeResult};
 
 use crate::harness::dns_server::{DnsServer, SilentDnsServer, BIG_TXT_RECORDS};
-use crate::harness::probe_from_yaml;
+use crate::harness::{assert_first_error, probe_from_yaml};
 
 /// Runs one dns probe: `dns` and `expect` are YAML flow mappings.
 async fn probe(dns: &str, expect: &str) -> ProbeResult {
@@ -405,22 +404,5 @@ const BAD: &[(&str, &str, usize, &str)] = &[
 
 #[test]
 fn bad_dns_configuration_is_reported_with_line_and_key() {
-    for (section, key, line, words) in BAD {
-        let yaml = format!("probes:\n  - name: t\n{section}");
-        let diags = match load_str("bad.yaml", &yaml, Cx::new(Box::new(|_| None))) {
-            Ok(_) => panic!("accepted:\n{yaml}"),
-            Err(d) => d,
-        };
-        let first = &diags.0[0];
-        assert_eq!(
-            (first.key.as_str(), first.line),
-            (*key, *line),
-            "for:\n{yaml}\n{diags:?}"
-        );
-        assert!(
-            first.message.contains(words),
-            "`{words}` not in `{}`",
-            first.message
-        );
-    }
+    assert_first_error(BAD);
 }

@@ -6,41 +6,20 @@
 
 use std::time::Duration;
 
-use lookout::config::{load_str, read::Cx, ProbeSpec};
+use lookout::config::{read::Cx, ProbeSpec};
 use lookout::probe::run_once;
 use lookout::result::{FailureClass, Phase, ProbeResult};
 
-use crate::harness::probe_from_yaml;
 use crate::harness::targets::{self, Behaviour, Reply, TestCa, Validity, NAMES};
+use crate::harness::{detail, diagnostics, message, probe_with};
 
 /// A probe with the given `http:` and `expect:` flow mappings.
 fn probe(http: &str, expect: &str, timeout: &str) -> ProbeSpec {
-    let expect = if expect.is_empty() {
-        String::new()
-    } else {
-        format!("    expect: {expect}\n")
-    };
-    probe_from_yaml(&format!(
-        "probes:\n  - name: t\n    http: {http}\n    timeout: {timeout}\n{expect}"
-    ))
+    probe_with("http", http, expect, timeout)
 }
 
 async fn run(http: &str, expect: &str) -> ProbeResult {
     run_once(&probe(http, expect, "2s")).await
-}
-
-fn message(r: &ProbeResult) -> String {
-    r.failure
-        .as_ref()
-        .map(|f| f.message.clone())
-        .unwrap_or_default()
-}
-
-fn detail(r: &ProbeResult, key: &str) -> serde_json::Value {
-    r.details
-        .get(key)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -648,20 +627,6 @@ async fn certificate_expectations_fail_on_plain_http() {
 }
 
 // --- Configuration errors -------------------------------------------------
-
-/// Compiles `probe` (the lines of one list item under `probes:`) and returns
-/// every diagnostic as "line key: message".
-fn diagnostics(probe: &str) -> Vec<String> {
-    let yaml = format!("probes:\n  - name: t\n{probe}");
-    match load_str("test.yaml", &yaml, Cx::new(Box::new(|_| None))) {
-        Ok(_) => Vec::new(),
-        Err(d) => {
-            d.0.iter()
-                .map(|d| format!("{} {}: {}", d.line, d.key, d.message))
-                .collect()
-        }
-    }
-}
 
 #[test]
 fn configuration_errors_name_the_line_and_key() {

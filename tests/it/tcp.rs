@@ -5,13 +5,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lookout::config::{load_str, read::Cx};
 use lookout::probe::run_once;
 use lookout::result::{FailureClass, Phase, ProbeResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::probe_from_yaml;
+use crate::harness::{assert_first_error, probe_from_yaml};
 
 /// A server whose every connection is handled by `handle`; stops when dropped.
 struct Server {
@@ -326,22 +325,5 @@ const BAD: &[(&str, &str, usize, &str)] = &[
 
 #[test]
 fn bad_tcp_configuration_is_reported_with_line_and_key() {
-    for (section, key, line, words) in BAD {
-        let yaml = format!("probes:\n  - name: t\n{section}");
-        let diags = match load_str("bad.yaml", &yaml, Cx::new(Box::new(|_| None))) {
-            Ok(_) => panic!("accepted:\n{yaml}"),
-            Err(d) => d,
-        };
-        let first = &diags.0[0];
-        assert_eq!(
-            (first.key.as_str(), first.line),
-            (*key, *line),
-            "for:\n{yaml}\n{diags:?}"
-        );
-        assert!(
-            first.message.contains(words),
-            "`{words}` not in `{}`",
-            first.message
-        );
-    }
+    assert_first_error(BAD);
 }

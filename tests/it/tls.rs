@@ -4,43 +4,22 @@
 //! each test: trusted through a test CA, self-signed, expired, for the
 //! wrong name, and a server limited to TLS 1.2.
 
-use lookout::config::{load_str, read::Cx, ProbeSpec};
+use lookout::config::ProbeSpec;
 use lookout::probe::run_once;
 use lookout::result::{FailureClass, Phase, ProbeResult};
 use serde_json::json;
 
-use crate::harness::probe_from_yaml;
 use crate::harness::targets::{
     self, Behaviour, Reply, ServerCert, Target, TestCa, Validity, NAMES,
 };
+use crate::harness::{detail, diagnostics, message, probe_with};
 
 fn probe(tls: &str, expect: &str, timeout: &str) -> ProbeSpec {
-    let expect = if expect.is_empty() {
-        String::new()
-    } else {
-        format!("    expect: {expect}\n")
-    };
-    probe_from_yaml(&format!(
-        "probes:\n  - name: t\n    tls: {tls}\n    timeout: {timeout}\n{expect}"
-    ))
+    probe_with("tls", tls, expect, timeout)
 }
 
 async fn run(tls: &str, expect: &str) -> ProbeResult {
     run_once(&probe(tls, expect, "2s")).await
-}
-
-fn message(r: &ProbeResult) -> String {
-    r.failure
-        .as_ref()
-        .map(|f| f.message.clone())
-        .unwrap_or_default()
-}
-
-fn detail(r: &ProbeResult, key: &str) -> serde_json::Value {
-    r.details
-        .get(key)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// A test CA written to a temporary folder, for `ca:`.
@@ -286,18 +265,6 @@ async fn silent_and_closed_ports() {
         "{}",
         message(&r)
     );
-}
-
-fn diagnostics(probe: &str) -> Vec<String> {
-    let yaml = format!("probes:\n  - name: t\n{probe}");
-    match load_str("test.yaml", &yaml, Cx::new(Box::new(|_| None))) {
-        Ok(_) => Vec::new(),
-        Err(d) => {
-            d.0.iter()
-                .map(|d| format!("{} {}: {}", d.line, d.key, d.message))
-                .collect()
-        }
-    }
 }
 
 #[test]

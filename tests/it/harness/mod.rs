@@ -7,6 +7,7 @@ pub mod dns_server;
 pub mod targets;
 
 use lookout::config::{load_str, read::Cx, ProbeSpec};
+use lookout::result::ProbeResult;
 
 /// Compiles a configuration given as YAML text and returns its probes,
 /// panicking with every diagnostic when it is invalid.
@@ -22,4 +23,71 @@ pub fn probe_from_yaml(yaml: &str) -> ProbeSpec {
     let mut p = probes_from_yaml(yaml);
     assert_eq!(p.len(), 1, "expected exactly one probe");
     p.remove(0)
+}
+
+/// A probe of the given kind (`http`, `tls`, ...) whose `kind:` section and
+/// `expect:` are YAML flow mappings; an empty `expect` leaves it out.
+pub fn probe_with(kind: &str, section: &str, expect: &str, timeout: &str) -> ProbeSpec {
+    let expect = if expect.is_empty() {
+        String::new()
+    } else {
+        format!("    expect: {expect}\n")
+    };
+    probe_from_yaml(&format!(
+        "probes:\n  - name: t\n    {kind}: {section}\n    timeout: {timeout}\n{expect}"
+    ))
+}
+
+/// The failure message of a result, or "" when it succeeded.
+pub fn message(r: &ProbeResult) -> String {
+    r.failure
+        .as_ref()
+        .map(|f| f.message.clone())
+        .unwrap_or_default()
+}
+
+/// One detail of a result, or `null` when it was not reported.
+pub fn detail(r: &ProbeResult, key: &str) -> serde_json::Value {
+    r.details
+        .get(key)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Compiles `probe` (the lines of one list item under `probes:`) and returns
+/// every diagnostic as "line key: message".
+pub fn diagnostics(probe: &str) -> Vec<String> {
+    let yaml = format!("probes:\n  - name: t\n{probe}");
+    match load_str("test.yaml", &yaml, Cx::new(Box::new(|_| None))) {
+        Ok(_) => Vec::new(),
+        Err(d) => {
+            d.0.iter()
+                .map(|d| format!("{} {}: {}", d.line, d.key, d.message))
+                .collect()
+        }
+    }
+}
+
+/// For each (lines of one list item under `probes:`, key, line, words):
+/// the configuration is rejected and its first diagnostic is at that key and
+/// line with those words in its message.
+pub fn assert_first_error(table: &[(&str, &str, usize, &str)]) {
+    for (section, key, line, words) in table {
+        let yaml = format!("probes:\n  - name: t\n{section}");
+        let diags = match load_str("bad.yaml", &yaml, Cx::new(Box::new(|_| None))) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(d) => d,
+        };
+        let first = &diags.0[0];
+        assert_eq!(
+            (first.key.as_str(), first.line),
+            (*key, *line),
+            "for:\n{yaml}\n{diags:?}"
+        );
+        assert!(
+            first.message.contains(words),
+            "`{words}` not in `{}`",
+            first.message
+        );
+    }
 }
