@@ -188,7 +188,7 @@ fn orchestrate() {
     let port = line.trim().to_string();
     println!("scheduler_throughput: {secs}s per scenario, target on 127.0.0.1:{port}");
     println!(
-        "{:>7} {:>9} {:>8} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "{:>7} {:>9} {:>8} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}",
         "probes",
         "interval",
         "runs",
@@ -197,7 +197,8 @@ fn orchestrate() {
         "cpu us/probe",
         "rss MB",
         "lag p50",
-        "lag p99"
+        "lag p99",
+        "load cfg"
     );
     for (n, interval_ms) in [(100, 1000), (1000, 1000), (2000, 1000), (10_000, 10_000)] {
         let out = Command::new(&exe)
@@ -220,17 +221,22 @@ fn orchestrate() {
                 continue;
             }
         };
+        let f = |k: &str| match &v[k] {
+            serde_json::Value::Number(n) => n.to_string(),
+            other => other.to_string(),
+        };
         println!(
-            "{:>7} {:>8}ms {:>8} {:>7} {:>9} {:>12} {:>9} {:>7}ms {:>7}ms",
-            v["n"],
-            v["interval_ms"],
-            v["runs"],
-            v["failed"],
-            v["probes_per_s"],
-            v["cpu_us_per_probe"],
-            v["peak_rss_mb"],
-            v["lag_p50_ms"],
-            v["lag_p99_ms"]
+            "{:>7} {:>8}ms {:>8} {:>7} {:>9} {:>12} {:>9} {:>7}ms {:>7}ms {:>9}ms",
+            f("n"),
+            f("interval_ms"),
+            f("runs"),
+            f("failed"),
+            f("probes_per_s"),
+            f("cpu_us_per_probe"),
+            f("peak_rss_mb"),
+            f("lag_p50_ms"),
+            f("lag_p99_ms"),
+            f("config_load_ms"),
         );
     }
     let _ = target.kill();
