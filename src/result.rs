@@ -101,6 +101,8 @@ pub enum Phase {
     Dns,
     Connect,
     Tls,
+    /// Logging in: a database's startup and authentication exchange.
+    Auth,
     /// Time from sending the request to the first byte of the response.
     FirstByte,
     /// Reading the rest of the response.
@@ -115,6 +117,7 @@ impl Phase {
             Phase::Dns => "dns",
             Phase::Connect => "connect",
             Phase::Tls => "tls",
+            Phase::Auth => "auth",
             Phase::FirstByte => "first_byte",
             Phase::Transfer => "transfer",
             Phase::Query => "query",

@@ -2,14 +2,20 @@
 # Runs Lookout's whole test suite on a fresh machine.
 #
 # The tests start their own throwaway servers (in-process HTTP/TCP/TLS
-# targets, an unbound DNS server on a free loopback port, temporary SQLite
-# databases); this script only installs the Debian packages they need when
-# they are missing, then runs every test target.
+# targets, and from the installed binaries: unbound, PostgreSQL (initdb +
+# postgres), redis-server and mariadbd, each on a free loopback port with a
+# fresh data directory); this script only installs the Debian packages they
+# need when they are missing, then runs every test target. Debian's server
+# packages may try to start their own system services; the tests never use
+# those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 [ -x /usr/sbin/unbound ] || command -v unbound >/dev/null 2>&1 || missing+=(unbound)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   SUDO=""

@@ -10,6 +10,9 @@
 
 pub mod dns;
 pub mod http;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
 pub mod tcp;
 pub mod tls;
 pub mod tlsutil;
@@ -26,7 +29,7 @@ use crate::duration::human;
 use crate::result::{Check, Failure, FailureClass, Phase, ProbeResult};
 
 /// The kind keys, one of which every probe has.
-pub const KIND_KEYS: &[&str] = &["http", "tcp", "tls", "dns"];
+pub const KIND_KEYS: &[&str] = &["http", "tcp", "tls", "dns", "postgres", "redis", "mysql"];
 
 /// What to probe and how; one variant per kind.
 #[derive(Debug, Clone)]
@@ -35,6 +38,9 @@ pub enum ProbeKind {
     Tcp(tcp::TcpSpec),
     Tls(tls::TlsSpec),
     Dns(dns::DnsSpec),
+    Postgres(postgres::PostgresSpec),
+    Redis(redis::RedisSpec),
+    Mysql(mysql::MysqlSpec),
 }
 
 impl ProbeKind {
@@ -44,6 +50,9 @@ impl ProbeKind {
             ProbeKind::Tcp(_) => "tcp",
             ProbeKind::Tls(_) => "tls",
             ProbeKind::Dns(_) => "dns",
+            ProbeKind::Postgres(_) => "postgres",
+            ProbeKind::Redis(_) => "redis",
+            ProbeKind::Mysql(_) => "mysql",
         }
     }
 
@@ -54,6 +63,9 @@ impl ProbeKind {
             "tcp" => tcp::EXPECT_KEYS,
             "tls" => tls::EXPECT_KEYS,
             "dns" => dns::EXPECT_KEYS,
+            "postgres" => postgres::EXPECT_KEYS,
+            "redis" => redis::EXPECT_KEYS,
+            "mysql" => mysql::EXPECT_KEYS,
             _ => &[],
         }
     }
@@ -73,6 +85,9 @@ impl ProbeKind {
             "tcp" => tcp::compile(cx, node, path, expect).map(ProbeKind::Tcp),
             "tls" => tls::compile(cx, node, path, expect).map(ProbeKind::Tls),
             "dns" => dns::compile(cx, node, path, expect).map(ProbeKind::Dns),
+            "postgres" => postgres::compile(cx, node, path, expect).map(ProbeKind::Postgres),
+            "redis" => redis::compile(cx, node, path, expect).map(ProbeKind::Redis),
+            "mysql" => mysql::compile(cx, node, path, expect).map(ProbeKind::Mysql),
             _ => None,
         }
     }
@@ -84,6 +99,9 @@ impl ProbeKind {
             ProbeKind::Tcp(s) => s.target(),
             ProbeKind::Tls(s) => s.target(),
             ProbeKind::Dns(s) => s.target(),
+            ProbeKind::Postgres(s) => s.target(),
+            ProbeKind::Redis(s) => s.target(),
+            ProbeKind::Mysql(s) => s.target(),
         };
         crate::redact::redact(&t)
     }
@@ -94,6 +112,9 @@ impl ProbeKind {
             ProbeKind::Tcp(s) => tcp::run(s, trace).await,
             ProbeKind::Tls(s) => tls::run(s, trace).await,
             ProbeKind::Dns(s) => dns::run(s, trace).await,
+            ProbeKind::Postgres(s) => postgres::run(s, trace).await,
+            ProbeKind::Redis(s) => redis::run(s, trace).await,
+            ProbeKind::Mysql(s) => mysql::run(s, trace).await,
         }
     }
 }

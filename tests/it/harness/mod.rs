@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod dns_server;
+pub mod mysql_server;
+pub mod postgres_server;
+pub mod redis_server;
 pub mod targets;
 
 use lookout::config::{load_str, read::Cx, ProbeSpec};

@@ -1,0 +1,29 @@
+//! The `mysql` probe kind. (Being written: see issue 3.)
+
+use crate::config::read::{Cx, Map};
+use crate::config::yaml::Node;
+use crate::probe::Trace;
+use crate::result::{Failure, FailureClass};
+
+/// Keys accepted in the `mysql:` section.
+pub const KEYS: &[&str] = &[];
+/// Keys accepted in `expect:` for this kind, besides `latency`.
+pub const EXPECT_KEYS: &[&str] = &[];
+
+#[derive(Debug, Clone)]
+pub struct MysqlSpec {}
+
+impl MysqlSpec {
+    pub fn target(&self) -> String {
+        String::new()
+    }
+}
+
+pub fn compile(cx: &mut Cx, node: &Node, path: &str, _expect: Option<&Map<'_>>) -> Option<MysqlSpec> {
+    cx.map(node, path, KEYS)?;
+    Some(MysqlSpec {})
+}
+
+pub async fn run(_spec: &MysqlSpec, _trace: &mut Trace) -> Result<(), Failure> {
+    Err(Failure::new(FailureClass::Internal, "not implemented yet"))
+}

@@ -1,0 +1,1 @@
+//! A throwaway server for tests (being written).
