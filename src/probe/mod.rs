@@ -130,6 +130,10 @@ pub struct Trace {
     pub phases: Vec<(Phase, Duration)>,
     pub checks: Vec<Check>,
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// The run's timeout, when the run is bounded by one (always, under
+    /// `run_once`). Kinds pass what is left of it to servers that can
+    /// bound their own work, such as a database's statement timeout.
+    timeout: Option<Duration>,
 }
 
 impl Default for Trace {
@@ -148,7 +152,21 @@ impl Trace {
             phases: Vec::new(),
             checks: Vec::new(),
             details: serde_json::Map::new(),
+            timeout: None,
         }
+    }
+
+    /// A trace for a run bounded by `timeout`.
+    pub fn bounded(timeout: Duration) -> Trace {
+        Trace {
+            timeout: Some(timeout),
+            ..Trace::new()
+        }
+    }
+
+    /// The run's timeout, if it has one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// Starts timing `phase`.
@@ -207,6 +225,11 @@ pub async fn prepare(specs: &[std::sync::Arc<ProbeSpec>]) {
         let opts = match &spec.kind {
             ProbeKind::Http(h) if h.url.scheme() == "https" => &h.tls,
             ProbeKind::Tls(t) => &t.tls,
+            ProbeKind::Postgres(p) if p.sslmode != postgres::SslMode::Disable => &p.tls,
+            ProbeKind::Redis(r) => match &r.tls {
+                Some(t) => t,
+                None => continue,
+            },
             _ => continue,
         };
         let _ = tlsutil::base_config(opts).await;
@@ -218,7 +241,7 @@ pub async fn prepare(specs: &[std::sync::Arc<ProbeSpec>]) {
 /// to drop the run's resources.
 pub async fn run_once(spec: &ProbeSpec) -> ProbeResult {
     let started_at = Utc::now();
-    let mut trace = Trace::new();
+    let mut trace = Trace::bounded(spec.timeout);
     let outcome = tokio::time::timeout(spec.timeout, spec.kind.run(&mut trace)).await;
     let duration = trace.elapsed();
     let mut failure = match outcome {

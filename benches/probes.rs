@@ -1,11 +1,18 @@
-//! Scheduler throughput benchmark: N HTTP probes against a fast local
-//! target for a fixed time, reporting probes per second, CPU time per probe,
-//! peak RSS, and the lag between each run's due time and its start.
+//! Probe benchmarks, run through the real scheduler for a fixed time,
+//! reporting probes per second, CPU time per probe, peak RSS, and the lag
+//! between each run's due time and its start.
 //!
-//! Run with `cargo bench --bench scheduler_throughput` (add `-- quick` for a
-//! short run). The target is a separate process (this same binary in target
-//! mode) so its CPU is not counted as Lookout's; each scenario also runs in
-//! its own process so peak RSS belongs to that scenario alone.
+//! - `http` suite: N HTTP probes against a fast local target (a separate
+//!   process: this same binary in target mode, so its CPU is not counted).
+//! - `deps` suite: `postgres`, `redis` and `mysql` probes against local
+//!   servers, with a fresh connection per run and with `reuse_connection`.
+//!   The servers are the ones named by `LOOKOUT_BENCH_PG_URL`,
+//!   `LOOKOUT_BENCH_REDIS_URL` and `LOOKOUT_BENCH_MYSQL_URL`, by default the
+//!   machine's own on their standard ports.
+//!
+//! Run with `cargo bench --bench probes` (both suites), or
+//! `cargo bench --bench probes -- http` / `-- deps`; add `quick` for a short
+//! run. Each scenario runs in its own process so peak RSS belongs to it alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -25,7 +32,7 @@ fn main() {
         // `cargo bench` passes --bench; `cargo test --all-targets` runs this
         // binary without it, where a multi-second benchmark does not belong.
         _ if std::env::args().any(|a| a == "--bench") => orchestrate(),
-        _ => println!("scheduler_throughput: run with `cargo bench --bench scheduler_throughput`"),
+        _ => println!("probes benchmark: run with `cargo bench --bench probes`"),
     }
 }
 
@@ -95,12 +102,26 @@ fn scenario() {
     let n: usize = env_num("N");
     let interval_ms: u64 = env_num("INTERVAL_MS") as u64;
     let secs: u64 = env_num("SECS") as u64;
-    let port: u16 = env_num("PORT") as u16;
+    let kind = std::env::var("KIND").unwrap_or_else(|_| "http".into());
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let reuse = std::env::var("REUSE").is_ok_and(|v| v == "1");
+    let timeout_ms = interval_ms.min(2000);
     let mut yaml = String::from("scheduler: { concurrency: 512 }\nprobes:\n");
     for i in 0..n {
+        let section = match kind.as_str() {
+            "http" => format!(
+                "    http: {{ url: \"http://{target}/p{i}\" }}\n    expect: {{ status: 200, body_contains: ok }}\n"
+            ),
+            "postgres" | "mysql" => format!(
+                "    {kind}: {{ url: \"{target}\", query: \"SELECT 1\", reuse_connection: {reuse} }}\n    expect: {{ value: 1 }}\n"
+            ),
+            "redis" => format!(
+                "    redis: {{ url: \"{target}\", reuse_connection: {reuse} }}\n"
+            ),
+            other => panic!("unknown kind {other}"),
+        };
         yaml.push_str(&format!(
-            "  - name: p{i}\n    http: {{ url: \"http://127.0.0.1:{port}/p{i}\" }}\n    interval: {interval_ms}ms\n    timeout: {}ms\n    expect: {{ status: 200, body_contains: ok }}\n",
-            interval_ms.min(2000)
+            "  - name: p{i}\n{section}    interval: {interval_ms}ms\n    timeout: {timeout_ms}ms\n"
         ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -154,7 +175,7 @@ fn scenario() {
     };
     let total = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
     println!(
-        "{{\"n\":{n},\"interval_ms\":{interval_ms},\"runs\":{total},\"failed\":{},\"probes_per_s\":{:.0},\"cpu_us_per_probe\":{:.1},\"peak_rss_mb\":{:.1},\"lag_p50_ms\":{:.2},\"lag_p99_ms\":{:.2},\"config_load_ms\":{:.1}}}",
+        "{{\"kind\":\"{kind}\",\"reuse\":{reuse},\"n\":{n},\"interval_ms\":{interval_ms},\"runs\":{total},\"failed\":{},\"probes_per_s\":{:.0},\"cpu_us_per_probe\":{:.1},\"peak_rss_mb\":{:.1},\"lag_p50_ms\":{:.2},\"lag_p99_ms\":{:.2},\"config_load_ms\":{:.1}}}",
         failed.load(Ordering::Relaxed),
         total as f64 / wall,
         cpu * 1e6 / total.max(1) as f64,
@@ -172,11 +193,33 @@ fn env_num(name: &str) -> usize {
         .unwrap_or_else(|| panic!("{name} must be set"))
 }
 
+/// One scenario to run in its own process.
+struct Scenario<'a> {
+    kind: &'a str,
+    target: String,
+    reuse: bool,
+    n: usize,
+    interval_ms: u64,
+}
+
 fn orchestrate() {
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let only_http = args.iter().any(|a| a == "http");
+    let only_deps = args.iter().any(|a| a == "deps");
     let secs = if quick { 3 } else { 10 };
     let exe = std::env::current_exe().expect("current exe");
-    let mut target = Command::new(&exe)
+    println!("probes benchmark: {secs}s per scenario");
+    if !only_deps {
+        http_suite(&exe, secs);
+    }
+    if !only_http {
+        deps_suite(&exe, secs);
+    }
+}
+
+fn http_suite(exe: &std::path::Path, secs: u64) {
+    let mut target = Command::new(exe)
         .env(ROLE, "target")
         .stdout(Stdio::piped())
         .spawn()
@@ -185,10 +228,74 @@ fn orchestrate() {
     BufReader::new(target.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("target port");
-    let port = line.trim().to_string();
-    println!("scheduler_throughput: {secs}s per scenario, target on 127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", line.trim());
+    println!("\nhttp: fresh connection per run, target on {addr}");
+    header();
+    for (n, interval_ms) in [(100, 1000), (1000, 1000), (2000, 1000), (10_000, 10_000)] {
+        run_scenario(
+            exe,
+            secs,
+            &Scenario {
+                kind: "http",
+                target: addr.clone(),
+                reuse: false,
+                n,
+                interval_ms,
+            },
+        );
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+}
+
+fn deps_suite(exe: &std::path::Path, secs: u64) {
+    let url = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.to_string());
+    let targets = [
+        (
+            "postgres",
+            url(
+                "LOOKOUT_BENCH_PG_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            ),
+        ),
+        (
+            "redis",
+            url("LOOKOUT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        ),
+        (
+            "mysql",
+            url(
+                "LOOKOUT_BENCH_MYSQL_URL",
+                "mysql://root@127.0.0.1:3306/mysql",
+            ),
+        ),
+    ];
     println!(
-        "{:>7} {:>9} {:>8} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}",
+        "\ndependencies: 20 probes every 100ms (200 runs/s offered), fresh vs reused connection"
+    );
+    header();
+    for (kind, target) in targets {
+        for reuse in [false, true] {
+            run_scenario(
+                exe,
+                secs,
+                &Scenario {
+                    kind,
+                    target: target.clone(),
+                    reuse,
+                    n: 20,
+                    interval_ms: 100,
+                },
+            );
+        }
+    }
+}
+
+fn header() {
+    println!(
+        "{:>8} {:>6} {:>7} {:>9} {:>8} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>11}",
+        "kind",
+        "reuse",
         "probes",
         "interval",
         "runs",
@@ -200,45 +307,51 @@ fn orchestrate() {
         "lag p99",
         "load cfg"
     );
-    for (n, interval_ms) in [(100, 1000), (1000, 1000), (2000, 1000), (10_000, 10_000)] {
-        let out = Command::new(&exe)
-            .env(ROLE, "scenario")
-            .env("N", n.to_string())
-            .env("INTERVAL_MS", interval_ms.to_string())
-            .env("SECS", secs.to_string())
-            .env("PORT", &port)
-            .env("LOOKOUT_LOG", "off")
-            .output()
-            .expect("scenario");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = match serde_json::from_str(text.trim()) {
-            Ok(v) => v,
-            Err(_) => {
-                eprintln!(
-                    "scenario {n} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                continue;
-            }
-        };
-        let f = |k: &str| match &v[k] {
-            serde_json::Value::Number(n) => n.to_string(),
-            other => other.to_string(),
-        };
-        println!(
-            "{:>7} {:>8}ms {:>8} {:>7} {:>9} {:>12} {:>9} {:>7}ms {:>7}ms {:>9}ms",
-            f("n"),
-            f("interval_ms"),
-            f("runs"),
-            f("failed"),
-            f("probes_per_s"),
-            f("cpu_us_per_probe"),
-            f("peak_rss_mb"),
-            f("lag_p50_ms"),
-            f("lag_p99_ms"),
-            f("config_load_ms"),
-        );
-    }
-    let _ = target.kill();
-    let _ = target.wait();
+}
+
+fn run_scenario(exe: &std::path::Path, secs: u64, sc: &Scenario<'_>) {
+    let out = Command::new(exe)
+        .env(ROLE, "scenario")
+        .env("KIND", sc.kind)
+        .env("TARGET", &sc.target)
+        .env("REUSE", if sc.reuse { "1" } else { "0" })
+        .env("N", sc.n.to_string())
+        .env("INTERVAL_MS", sc.interval_ms.to_string())
+        .env("SECS", secs.to_string())
+        .env("LOOKOUT_LOG", "off")
+        .output()
+        .expect("scenario");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = match serde_json::from_str(text.trim()) {
+        Ok(v) => v,
+        Err(_) => {
+            eprintln!(
+                "{} scenario ({} probes) failed: {}",
+                sc.kind,
+                sc.n,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+    };
+    let f = |k: &str| match &v[k] {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!(
+        "{:>8} {:>6} {:>7} {:>7}ms {:>8} {:>7} {:>9} {:>12} {:>9} {:>7}ms {:>7}ms {:>9}ms",
+        f("kind"),
+        f("reuse"),
+        f("n"),
+        f("interval_ms"),
+        f("runs"),
+        f("failed"),
+        f("probes_per_s"),
+        f("cpu_us_per_probe"),
+        f("peak_rss_mb"),
+        f("lag_p50_ms"),
+        f("lag_p99_ms"),
+        f("config_load_ms"),
+    );
 }
