@@ -1,7 +1,8 @@
 //! Expectation matchers shared by every probe kind: comparisons such as
 //! `< 800ms` or `>= 1`, value matchers for JSONPath results and query values
-//! (`UP`, `"> 0"`, `"=~ ^ok"`), and HTTP status matchers (`200`, `[200, 204]`,
-//! `"2xx"`).
+//! (`UP`, `"> 0"`, `"=~ ^ok"`), HTTP status matchers (`200`, `[200, 204]`,
+//! `"2xx"`), and how an observed value is shown beside them ([`text_of`],
+//! [`shorten`]).
 //!
 //! Parsing returns a message in words; the configuration compiler attaches
 //! the file, line and key. Evaluation is pure and never panics.
@@ -265,6 +266,15 @@ pub fn text_of(v: &Json) -> String {
     }
 }
 
+/// `text` cut to its first `chars` characters, ending in `…` when cut: how
+/// long observed values are quoted in details and checks.
+pub fn shorten(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 /// An HTTP status expectation: codes and classes such as `2xx`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusMatcher {
@@ -391,5 +401,12 @@ mod tests {
         assert!(m.matches(204) && m.matches(404) && !m.matches(500));
         assert!(StatusMatcher::parse_item("6xx").is_err());
         assert!(StatusMatcher::parse_item("99").is_err());
+    }
+
+    #[test]
+    fn shortening() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "abc…");
+        assert_eq!(shorten("ééé", 2), "éé…");
     }
 }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde_json::Value as Json;
+
 use super::diag::{Diagnostic, Diagnostics, Severity};
 use super::yaml::{Key, Node, Pos, Value};
 
@@ -154,6 +156,48 @@ impl Cx {
                 None
             }
         }
+    }
+
+    /// Any YAML value as JSON (for matchers): sequences become arrays and
+    /// mappings objects; strings are expanded like every other string.
+    pub fn json(&mut self, node: &Node, path: &str) -> Option<Json> {
+        Some(match &node.value {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => Json::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Json::Number)
+                .unwrap_or(Json::Null),
+            Value::Str { .. } => Json::String(self.string(node, path)?),
+            Value::Seq(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for (i, n) in list.iter().enumerate() {
+                    out.push(self.json(n, &format!("{path}[{i}]"))?);
+                }
+                Json::Array(out)
+            }
+            Value::Map(entries) => {
+                let mut out = serde_json::Map::new();
+                for (k, n) in entries {
+                    out.insert(k.name.clone(), self.json(n, &join(path, &k.name))?);
+                }
+                Json::Object(out)
+            }
+        })
+    }
+
+    /// A scalar as JSON (for a value matcher); a sequence or a mapping is
+    /// reported as "expected {expected}, found ...".
+    pub fn scalar_json(&mut self, node: &Node, path: &str, expected: &str) -> Option<Json> {
+        if matches!(node.value, Value::Seq(_) | Value::Map(_)) {
+            self.error(
+                &node.pos,
+                path,
+                format!("expected {expected}, found {}", node.type_name()),
+            );
+            return None;
+        }
+        self.json(node, path)
     }
 
     /// A list of strings; a single string is accepted as a list of one.
@@ -337,6 +381,67 @@ impl<'a> Map<'a> {
 
     pub fn bool(&self, cx: &mut Cx, key: &str) -> Option<bool> {
         self.get(key).and_then(|n| cx.bool(n, &self.path(key)))
+    }
+
+    /// A boolean key that is `default` when absent.
+    pub fn bool_or(&self, cx: &mut Cx, key: &str, default: bool) -> Option<bool> {
+        match self.get(key) {
+            None => Some(default),
+            Some(n) => cx.bool(n, &self.path(key)),
+        }
+    }
+
+    /// An optional key whose value is absent or a boolean: `Some(None)`
+    /// when absent, `None` when it is not a boolean (reported).
+    pub fn opt_bool(&self, cx: &mut Cx, key: &str) -> Option<Option<bool>> {
+        match self.get(key) {
+            None => Some(None),
+            Some(n) => cx.bool(n, &self.path(key)).map(Some),
+        }
+    }
+
+    /// An optional key read as text and checked by `parse`: `Some(None)`
+    /// when absent, `None` when it is not text or `parse` refuses it (its
+    /// message is reported at the key).
+    pub fn parsed<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        if !self.has(key) {
+            return Some(None);
+        }
+        let text = self.str(cx, key)?;
+        self.checked(cx, key, &text, parse).map(Some)
+    }
+
+    /// A key that must be present, read as text and checked by `parse`;
+    /// `None` when it is missing, not text or refused (reported).
+    pub fn required_parsed<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.required_str(cx, key)?;
+        self.checked(cx, key, &text, parse)
+    }
+
+    fn checked<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        text: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error_at(cx, key, e);
+                None
+            }
+        }
     }
 
     pub fn u64(&self, cx: &mut Cx, key: &str) -> Option<u64> {

@@ -10,7 +10,6 @@
 //! task. The body is read into memory up to `max_body` and no further.
 
 use std::error::Error as StdError;
-use std::net::SocketAddr;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -24,13 +23,14 @@ use regex::Regex;
 use serde_json::Value as Json;
 use serde_json_path::JsonPath;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use url::Url;
 
 use crate::config::read::{join, suggest, Cx, Map};
 use crate::config::yaml::{Node, Value};
 use crate::expect::{text_of, DurationCmp, StatusMatcher, ValueMatcher};
+use crate::probe::net::{self, Wording};
 use crate::probe::tlsutil::{self, Handshake, TlsOptions};
+use crate::probe::urlutil::percent_decode;
 use crate::probe::Trace;
 use crate::result::{Failure, FailureClass, Phase};
 
@@ -142,29 +142,13 @@ pub fn from_url(url: &str) -> Result<HttpSpec, String> {
 
 pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -> Option<HttpSpec> {
     let m = cx.map(node, path, KEYS)?;
-    let url = m.required_str(cx, "url").and_then(|u| match parse_url(&u) {
-        Ok(url) => Some(url),
-        Err(e) => {
-            m.error_at(cx, "url", e);
-            None
-        }
-    });
-    let method = match m.get("method") {
-        None => Some(Method::GET),
-        Some(_) => m.str(cx, "method").and_then(|t| match parse_method(&t) {
-            Ok(method) => Some(method),
-            Err(e) => {
-                m.error_at(cx, "method", e);
-                None
-            }
-        }),
-    };
+    let url = m.required_parsed(cx, "url", parse_url);
+    let method = m
+        .parsed(cx, "method", parse_method)
+        .map(|given| given.unwrap_or(Method::GET));
     let headers = compile_headers(cx, &m);
     let body = m.str(cx, "body").map(Bytes::from);
-    let follow_redirects = match m.get("follow_redirects") {
-        None => Some(true),
-        Some(_) => m.bool(cx, "follow_redirects"),
-    };
+    let follow_redirects = m.bool_or(cx, "follow_redirects", true);
     let max_redirects = match m.get("max_redirects") {
         None => Some(DEFAULT_MAX_REDIRECTS),
         Some(_) => m.u64(cx, "max_redirects").and_then(|n| {
@@ -273,27 +257,6 @@ fn url_credentials(url: &Url) -> Option<HeaderValue> {
     let password = percent_decode(url.password().unwrap_or(""));
     crate::redact::register(&password);
     basic(&user, &password)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `headers`, `user_agent`, `basic_auth` and `bearer_token` into one map.
@@ -454,7 +417,8 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
     ok.then_some(out)
 }
 
-fn compile_size(cx: &mut Cx, node: &Node, path: &str) -> Option<u64> {
+/// A byte size (see [`parse_size`]) at `path`.
+pub(crate) fn compile_size(cx: &mut Cx, node: &Node, path: &str) -> Option<u64> {
     let text = match &node.value {
         Value::Int(i) => i.to_string(),
         Value::Str { .. } => cx.string(node, path)?,
@@ -621,8 +585,9 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                             None
                         }
                     };
-                    let matcher =
-                        node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
+                    let matcher = cx
+                        .json(v, &p)
+                        .and_then(|j| match ValueMatcher::from_json(&j) {
                             Ok(m) => Some(m),
                             Err(e) => {
                                 cx.error(&v.pos, &p, e);
@@ -665,8 +630,9 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                             None
                         }
                     };
-                    let matcher =
-                        node_json(cx, v, &p).and_then(|j| match ValueMatcher::from_json(&j) {
+                    let matcher = cx
+                        .json(v, &p)
+                        .and_then(|j| match ValueMatcher::from_json(&j) {
                             Ok(m) => Some(m),
                             Err(e) => {
                                 cx.error(&v.pos, &p, e);
@@ -693,33 +659,6 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
         }
     }
     ok.then_some(out)
-}
-
-/// A YAML value as JSON; strings are expanded like every other string.
-fn node_json(cx: &mut Cx, node: &Node, path: &str) -> Option<Json> {
-    Some(match &node.value {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map(Json::Number)
-            .unwrap_or(Json::Null),
-        Value::Str { .. } => Json::String(cx.string(node, path)?),
-        Value::Seq(list) => {
-            let mut out = Vec::with_capacity(list.len());
-            for (i, n) in list.iter().enumerate() {
-                out.push(node_json(cx, n, &format!("{path}[{i}]"))?);
-            }
-            Json::Array(out)
-        }
-        Value::Map(entries) => {
-            let mut out = serde_json::Map::new();
-            for (k, n) in entries {
-                out.insert(k.name.clone(), node_json(cx, n, &join(path, &k.name))?);
-            }
-            Json::Object(out)
-        }
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -816,11 +755,7 @@ async fn fetch(
     // Built (and cached) before any phase starts, so loading the system's
     // trust store once per process never counts as TLS time.
     let tls_config = if https {
-        Some(
-            tlsutil::base_config(&spec.tls)
-                .await
-                .map_err(|e| Failure::new(FailureClass::Internal, e))?,
-        )
+        Some(net::tls_config(&spec.tls).await?)
     } else {
         None
     };
@@ -829,24 +764,16 @@ async fn fetch(
         .port_or_known_default()
         .unwrap_or(if https { 443 } else { 80 });
     let host = url.host_str().unwrap_or_default();
-    let addrs = resolve(host, port, trace).await?;
-    let tcp = connect(&addrs, trace).await?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = net::resolve(bare, port, Wording::Http, trace).await?;
+    let (tcp, _) = net::connect(bare, &addrs, Wording::Http, trace).await?;
+    // Requests are small and sent at once; don't let Nagle delay them.
+    let _ = tcp.set_nodelay(true);
     match tls_config {
         Some(config) => {
-            let name =
-                tlsutil::server_name(host).map_err(|e| Failure::new(FailureClass::Tls, e))?;
-            trace.begin(Phase::Tls);
-            let done = tlsutil::handshake(tcp, name, &config, &[b"http/1.1"]).await;
-            trace.end();
-            let (stream, hs) = done.map_err(|f| {
-                if let Some(leaf) = &f.leaf {
-                    leaf.record(trace);
-                }
-                Failure::new(
-                    FailureClass::Tls,
-                    format!("{}: {}", host_port(url), f.message),
-                )
-            })?;
+            let name = net::server_name(host)?;
+            let done = net::handshake(tcp, name, &config, &[b"http/1.1"], trace).await;
+            let (stream, hs) = done.map_err(|f| net::tls_failure(&f, &host_port(url), trace))?;
             let (response, conn) = exchange(stream, request, trace).await?;
             Ok(Hop {
                 response,
@@ -915,77 +842,6 @@ fn build_request(
         })?;
     *request.headers_mut() = headers;
     Ok(request)
-}
-
-/// Resolves `host` (skipped for an IP literal, which has no DNS phase).
-pub(crate) async fn resolve(
-    host: &str,
-    port: u16,
-    trace: &mut Trace,
-) -> Result<Vec<SocketAddr>, Failure> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    trace.begin(Phase::Dns);
-    let found = tokio::net::lookup_host((bare, port)).await;
-    trace.end();
-    match found {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() {
-                return Err(Failure::new(
-                    FailureClass::Dns,
-                    format!("cannot resolve {bare}: no addresses"),
-                ));
-            }
-            Ok(addrs)
-        }
-        Err(e) => Err(Failure::new(
-            FailureClass::Dns,
-            format!("cannot resolve {bare}: {e}"),
-        )),
-    }
-}
-
-/// Connects to each address in turn until one answers.
-pub(crate) async fn connect(addrs: &[SocketAddr], trace: &mut Trace) -> Result<TcpStream, Failure> {
-    trace.begin(Phase::Connect);
-    let mut failed: Vec<(SocketAddr, std::io::Error)> = Vec::new();
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                trace.end();
-                // Requests are small and sent at once; don't let Nagle delay them.
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Err(e) => failed.push((*addr, e)),
-        }
-    }
-    trace.end();
-    Err(connect_failure(&failed))
-}
-
-fn connect_failure(failed: &[(SocketAddr, std::io::Error)]) -> Failure {
-    let Some((addr, e)) = failed.last() else {
-        return Failure::new(FailureClass::Connect, "no address to connect to");
-    };
-    use std::io::ErrorKind as K;
-    let mut msg = match e.kind() {
-        K::ConnectionRefused => format!("connection refused by {addr}"),
-        K::HostUnreachable => format!("{addr} is unreachable (no route to host)"),
-        K::NetworkUnreachable => format!("{addr} is unreachable (network unreachable)"),
-        K::TimedOut => format!("connecting to {addr} timed out"),
-        _ => format!("cannot connect to {addr}: {e}"),
-    };
-    if failed.len() > 1 {
-        msg.push_str(&format!(
-            " (and {} other addresses failed)",
-            failed.len() - 1
-        ));
-    }
-    Failure::new(FailureClass::Connect, msg)
 }
 
 /// Sends `request` over `io` and waits for the response head.
@@ -1330,11 +1186,6 @@ mod tests {
             .err()
             .unwrap_or_default()
             .contains("did you mean `GET`"));
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b%zz%4"), "a b%zz%4");
     }
 
     #[test]

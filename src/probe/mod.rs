@@ -7,15 +7,25 @@
 //! This module owns the one place where a run is bounded by its timeout and
 //! turned into a [`ProbeResult`]. A probe never touches the database, never
 //! sleeps on a schedule and never talks to a notifier: it only measures.
+//!
+//! Beside the kinds, what several kinds share: [`net`] (resolving,
+//! connecting and TLS handshakes, each a phase), [`tlsutil`] (TLS client
+//! configurations and certificates), [`urlutil`] (URLs with masked
+//! passwords), [`kept`] (the slot a kept connection waits in) and [`sql`]
+//! (the value a query returns).
 
 pub mod dns;
 pub mod http;
+pub mod kept;
 pub mod mysql;
+pub mod net;
 pub mod postgres;
 pub mod redis;
+pub mod sql;
 pub mod tcp;
 pub mod tls;
 pub mod tlsutil;
+pub mod urlutil;
 
 use std::time::Duration;
 

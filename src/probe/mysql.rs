@@ -126,13 +126,15 @@ use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, DriverError, IoError, OptsBuilder, ServerError, SslOpts};
 use serde_json::Value as Json;
-use tokio::sync::Mutex;
-use url::Url;
 
 use crate::config::read::{suggest, Cx, Map};
-use crate::config::yaml::{Node, Value};
-use crate::expect::{text_of, DurationCmp, NumberCmp, ValueMatcher};
+use crate::config::yaml::Node;
+use crate::expect::{shorten, text_of, DurationCmp, NumberCmp, ValueMatcher};
+use crate::probe::kept::Kept;
+use crate::probe::net::{self, Wording};
+use crate::probe::sql::{self, VALUE_SHOWN};
 use crate::probe::tlsutil::{self, CustomCa};
+use crate::probe::urlutil::{self, percent_decode};
 use crate::probe::Trace;
 use crate::result::{Failure, FailureClass, Phase};
 
@@ -151,8 +153,6 @@ pub const EXPECT_KEYS: &[&str] = &["value", "rows", "read_only", "replication_la
 
 pub const DEFAULT_PORT: u16 = 3306;
 pub const DEFAULT_QUERY: &str = "SELECT 1";
-/// How much of the first value is kept in details and checks.
-const VALUE_SHOWN: usize = 200;
 /// The largest packet (and so row) the client accepts.
 const MAX_PACKET: usize = 16 * 1024 * 1024;
 /// URL parameters understood besides the keys.
@@ -212,7 +212,7 @@ impl TlsMode {
 pub struct MysqlSpec {
     pub config: Arc<MysqlConfig>,
     /// The kept connection (`reuse_connection: true`), if any.
-    session: Arc<Mutex<Option<Live>>>,
+    session: Kept<Live>,
 }
 
 /// What a `mysql` probe connects to and checks.
@@ -315,42 +315,19 @@ pub fn compile(
             None
         }
     });
-    let query = match m.get("query") {
-        None => Some(DEFAULT_QUERY.to_string()),
-        Some(_) => m.str(cx, "query").and_then(|q| match single_statement(&q) {
-            Ok(q) => Some(q),
-            Err(e) => {
-                m.error_at(cx, "query", e);
-                None
-            }
-        }),
-    };
-    let reuse_connection = match m.get("reuse_connection") {
-        None => Some(false),
-        Some(_) => m.bool(cx, "reuse_connection"),
-    };
+    let query = m
+        .parsed(cx, "query", single_statement)
+        .map(|q| q.unwrap_or_else(|| DEFAULT_QUERY.to_string()));
+    let reuse_connection = m.bool_or(cx, "reuse_connection", false);
 
     // `tls` and `ca` may come from the keys or from the URL, not both.
-    let mut tls_text = None;
-    let mut tls_ok = true;
-    if m.has("tls") {
-        match m.str(cx, "tls") {
-            Some(t) => tls_text = Some(("tls", t)),
-            None => tls_ok = false,
-        }
-    }
-    if let Some(from_url) = parts.as_ref().and_then(|p| p.ssl_mode.clone()) {
-        if tls_text.is_some() {
-            m.error_at(
-                cx,
-                "tls",
-                "the URL's `ssl-mode` already sets the TLS mode; give it once",
-            );
-            tls_ok = false;
-        } else {
-            tls_text = Some(("url", from_url));
-        }
-    }
+    let (tls_text, mut tls_ok) = key_or_url(
+        cx,
+        &m,
+        "tls",
+        parts.as_ref().and_then(|p| p.ssl_mode.clone()),
+        "the URL's `ssl-mode` already sets the TLS mode; give it once",
+    );
     let tls_mode = match &tls_text {
         None => None,
         Some((key, t)) => match TlsMode::parse(t) {
@@ -363,26 +340,13 @@ pub fn compile(
         },
     };
 
-    let mut ca_ok = true;
-    let mut ca_text = None;
-    if m.has("ca") {
-        match m.str(cx, "ca") {
-            Some(t) => ca_text = Some(("ca", t)),
-            None => ca_ok = false,
-        }
-    }
-    if let Some(from_url) = parts.as_ref().and_then(|p| p.ssl_ca.clone()) {
-        if ca_text.is_some() {
-            m.error_at(
-                cx,
-                "ca",
-                "the URL's `ssl-ca` already names a CA file; give it once",
-            );
-            ca_ok = false;
-        } else {
-            ca_text = Some(("url", from_url));
-        }
-    }
+    let (ca_text, mut ca_ok) = key_or_url(
+        cx,
+        &m,
+        "ca",
+        parts.as_ref().and_then(|p| p.ssl_ca.clone()),
+        "the URL's `ssl-ca` already names a CA file; give it once",
+    );
     let ca = match &ca_text {
         None => None,
         Some((key, text)) => {
@@ -423,18 +387,9 @@ pub fn compile(
         }
     }
 
-    let server_name = match m.get("server_name") {
-        None => Some(None),
-        Some(_) => m
-            .str(cx, "server_name")
-            .and_then(|s| match tlsutil::server_name(s.trim()) {
-                Ok(_) => Some(Some(s.trim().to_string())),
-                Err(e) => {
-                    m.error_at(cx, "server_name", e);
-                    None
-                }
-            }),
-    };
+    let server_name = m.parsed(cx, "server_name", |s| {
+        tlsutil::server_name(s.trim()).map(|_| s.trim().to_string())
+    });
     if let (Some(Some(_)), Some(n)) = (&server_name, m.get("server_name")) {
         if tls != TlsMode::VerifyFull && tls_ok {
             cx.warning(
@@ -484,99 +439,67 @@ pub fn compile(
             statement_timeout: statement_timeout?,
             expect: expect?,
         }),
-        session: Arc::new(Mutex::new(None)),
+        session: Kept::default(),
     })
 }
 
-fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<MysqlExpect> {
-    let mut out = MysqlExpect::default();
-    let Some(em) = expect else { return Some(out) };
+/// A setting that the key `key` or a parameter of the URL (`from_url`)
+/// gives, but not both: its text and where it came from (`key` or "url"),
+/// and false when the key is not text or both give it (`twice`, reported
+/// at the key).
+fn key_or_url(
+    cx: &mut Cx,
+    m: &Map<'_>,
+    key: &'static str,
+    from_url: Option<String>,
+    twice: &str,
+) -> (Option<(&'static str, String)>, bool) {
+    let mut text = None;
     let mut ok = true;
-    if let Some(node) = em.get("value") {
-        let path = em.path("value");
-        match scalar_json(cx, node, &path).map(|j| ValueMatcher::from_json(&j)) {
-            Some(Ok(m)) => out.value = Some(m),
-            Some(Err(e)) => {
-                cx.error(&node.pos, &path, e);
-                ok = false;
-            }
+    if m.has(key) {
+        match m.str(cx, key) {
+            Some(t) => text = Some((key, t)),
             None => ok = false,
         }
     }
-    if let Some(node) = em.get("rows") {
-        let path = em.path("rows");
-        match cx.string(node, &path).map(|t| NumberCmp::parse(&t)) {
-            Some(Ok(c)) => out.rows = Some(c),
-            Some(Err(e)) => {
-                cx.error(&node.pos, &path, e);
-                ok = false;
-            }
-            None => ok = false,
+    if let Some(from_url) = from_url {
+        if text.is_some() {
+            m.error_at(cx, key, twice);
+            ok = false;
+        } else {
+            text = Some(("url", from_url));
         }
     }
-    if let Some(node) = em.get("replication_lag") {
-        let path = em.path("replication_lag");
-        match cx.string(node, &path).map(|t| DurationCmp::parse(&t)) {
-            Some(Ok(c)) => out.replication_lag = Some(c),
-            Some(Err(e)) => {
-                cx.error(&node.pos, &path, e);
-                ok = false;
-            }
-            None => ok = false,
-        }
-    }
-    if let Some(node) = em.get("read_only") {
-        match cx.bool(node, &em.path("read_only")) {
-            Some(b) => out.read_only = Some(b),
-            None => ok = false,
-        }
-    }
-    ok.then_some(out)
+    (text, ok)
 }
 
-/// A YAML scalar as JSON, for a value matcher.
-fn scalar_json(cx: &mut Cx, node: &Node, path: &str) -> Option<Json> {
-    match &node.value {
-        Value::Null => Some(Json::Null),
-        Value::Bool(b) => Some(Json::Bool(*b)),
-        Value::Int(i) => Some(Json::from(*i)),
-        Value::Float(f) => Some(
-            serde_json::Number::from_f64(*f)
-                .map(Json::Number)
-                .unwrap_or(Json::Null),
-        ),
-        Value::Str { .. } => cx.string(node, path).map(Json::String),
-        _ => {
-            cx.error(
-                &node.pos,
-                path,
-                format!(
-                    "expected a value or a comparison such as \"> 0\", found {}",
-                    node.type_name()
-                ),
-            );
-            None
-        }
-    }
+fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<MysqlExpect> {
+    let Some(em) = expect else {
+        return Some(MysqlExpect::default());
+    };
+    let value = sql::compile_value(cx, em, "a value or a comparison such as \"> 0\"");
+    let rows = em.parsed(cx, "rows", NumberCmp::parse);
+    let replication_lag = em.parsed(cx, "replication_lag", DurationCmp::parse);
+    let read_only = em.opt_bool(cx, "read_only");
+    Some(MysqlExpect {
+        value: value?,
+        rows: rows?,
+        read_only: read_only?,
+        replication_lag: replication_lag?,
+    })
 }
 
 /// Parses `mysql://user:password@host:port/database?ssl-mode=...&ssl-ca=...`
 /// (also `mariadb://`); the error says what is wrong in words.
 fn parse_url(text: &str) -> Result<UrlParts, String> {
-    let shown = crate::redact::mask_url_passwords(text.trim());
-    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL `{shown}`: {e}"))?;
+    let (url, shown) = urlutil::parse(text)?;
     if !matches!(url.scheme(), "mysql" | "mariadb") {
         return Err(format!(
             "unsupported URL scheme `{}`: a mysql probe needs a mysql:// or mariadb:// URL",
             url.scheme()
         ));
     }
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        _ => return Err(format!("invalid URL `{shown}`: no host")),
-    };
+    let host = urlutil::host(&url, &shown)?;
     let user = percent_decode(url.username());
     if user.is_empty() {
         return Err(format!(
@@ -625,27 +548,6 @@ fn parse_url(text: &str) -> Result<UrlParts, String> {
         ssl_mode,
         ssl_ca,
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The query as one statement: a trailing `;` (and comments after it) are
@@ -866,17 +768,12 @@ async fn exchange(
     trace.end();
 
     trace.detail("rows", rows);
-    let shown = first.as_ref().map(|v| shorten(&shown_value(v)));
-    if let Some(v) = &shown {
-        trace.detail("value", v.clone());
+    if let Some(v) = &first {
+        trace.detail("value", sql::shown(v));
     }
     let e = &cfg.expect;
     if let Some(m) = &e.value {
-        let (passed, observed) = match &first {
-            Some(v) => (m.matches(v), shown.clone().unwrap_or_default()),
-            None => (false, "no rows".to_string()),
-        };
-        trace.check(format!("value {m}"), passed, observed);
+        sql::check_value(trace, m, first.as_ref().ok_or("no rows"));
     }
     if let Some(cmp) = &e.rows {
         trace.check(
@@ -911,30 +808,11 @@ fn live(held: &mut Held) -> Result<&mut Live, Failure> {
 /// in (phase `auth`, which also reads `VERSION()`), leaving the connection
 /// in `held`.
 async fn connect(cfg: &MysqlConfig, trace: &mut Trace, held: &mut Held) -> Result<(), Failure> {
-    let ips: Vec<IpAddr> = match cfg.host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => {
-            trace.begin(Phase::Dns);
-            let found = tokio::net::lookup_host((cfg.host.as_str(), cfg.port)).await;
-            trace.end();
-            let ips: Vec<IpAddr> = match found {
-                Ok(it) => it.map(|a| a.ip()).collect(),
-                Err(e) => {
-                    return Err(Failure::new(
-                        FailureClass::Dns,
-                        format!("cannot resolve {}: {e}", cfg.host),
-                    ))
-                }
-            };
-            if ips.is_empty() {
-                return Err(Failure::new(
-                    FailureClass::Dns,
-                    format!("{} resolves to no addresses", cfg.host),
-                ));
-            }
-            ips
-        }
-    };
+    let ips: Vec<IpAddr> = net::resolve(&cfg.host, cfg.port, Wording::Tcp, trace)
+        .await?
+        .iter()
+        .map(|a| a.ip())
+        .collect();
     trace.begin(Phase::Auth);
     let conn = Conn::new(opts(cfg, ips))
         .await
@@ -1132,7 +1010,7 @@ fn replica_from_rows(rows: &[mysql_async::Row]) -> Replica {
                 );
                 for key in ["Last_IO_Error", "Last_SQL_Error"] {
                     if let Some(err) = text(row, &[key]).filter(|e| !e.trim().is_empty()) {
-                        why.push_str(&format!("; {key}: {}", shorten(err.trim())));
+                        why.push_str(&format!("; {key}: {}", shorten(err.trim(), VALUE_SHOWN)));
                     }
                 }
                 return Replica::Stopped(why);
@@ -1238,23 +1116,6 @@ fn decimal(t: &str) -> Option<Json> {
         return t.parse::<f64>().ok().and_then(float);
     }
     None
-}
-
-/// A value as shown in details and checks: NULL for null, text as is.
-fn shown_value(v: &Json) -> String {
-    match v {
-        Json::Null => "NULL".to_string(),
-        other => text_of(other),
-    }
-}
-
-fn shorten(s: &str) -> String {
-    if s.chars().count() <= VALUE_SHOWN {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(VALUE_SHOWN).collect();
-    out.push('…');
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -1581,8 +1442,6 @@ mod tests {
             to_json(&mysql_async::Value::NULL, ColumnType::MYSQL_TYPE_LONG, none),
             Json::Null
         );
-        assert_eq!(shown_value(&Json::Null), "NULL");
-        assert_eq!(shorten(&"x".repeat(300)).chars().count(), VALUE_SHOWN + 1);
     }
 
     #[test]

@@ -76,9 +76,13 @@ use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::{CancelToken, Client, Config, NoTls};
 
 use crate::config::read::{Cx, Map};
-use crate::config::yaml::{Node, Value};
-use crate::expect::{text_of, DurationCmp, NumberCmp, ValueMatcher};
+use crate::config::yaml::Node;
+use crate::expect::{shorten, text_of, DurationCmp, NumberCmp, ValueMatcher};
+use crate::probe::kept::Kept;
+use crate::probe::net::{self, Wording};
+use crate::probe::sql::{self, VALUE_SHOWN};
 use crate::probe::tlsutil::{self, Handshake, TlsOptions};
+use crate::probe::urlutil::percent_decode;
 use crate::probe::Trace;
 use crate::result::{Failure, FailureClass, Phase};
 
@@ -99,8 +103,6 @@ pub const DEFAULT_QUERY: &str = "SELECT 1";
 const DEFAULT_PORT: u16 = 5432;
 /// Rows fetched per round trip while counting a result.
 const FETCH_BATCH: i32 = 1000;
-/// How much of a value is kept in details and messages.
-const VALUE_SHOWN: usize = 200;
 /// The longest a detached cancel request may take.
 pub const CANCEL_WITHIN: Duration = Duration::from_secs(2);
 /// The longest a successful fresh run waits for its connection to close
@@ -203,27 +205,12 @@ pub struct PostgresSpec {
     pub query: String,
     pub reuse_connection: bool,
     pub expect: Box<PostgresExpect>,
-    kept: Kept,
+    kept: Kept<Session>,
 }
 
 impl PostgresSpec {
     pub fn target(&self) -> String {
         self.shown.clone()
-    }
-}
-
-/// The connection kept between runs with `reuse_connection: true`.
-#[derive(Clone, Default)]
-struct Kept(Arc<tokio::sync::Mutex<Option<Session>>>);
-
-impl fmt::Debug for Kept {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.0.try_lock() {
-            Ok(g) if g.is_some() => "connected",
-            Ok(_) => "none",
-            Err(_) => "in use",
-        };
-        write!(f, "Kept({state})")
     }
 }
 
@@ -237,28 +224,14 @@ pub fn compile(
     expect: Option<&Map<'_>>,
 ) -> Option<PostgresSpec> {
     let m = cx.map(node, path, KEYS)?;
-    let url = m.required_str(cx, "url").and_then(|u| match parse_url(&u) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            m.error_at(cx, "url", e);
-            None
-        }
-    });
-    let query = match m.get("query") {
-        None => Some(DEFAULT_QUERY.to_string()),
-        Some(_) => m.str(cx, "query").and_then(|q| {
-            if q.trim().is_empty() {
-                m.error_at(cx, "query", "the query is empty");
-                None
-            } else {
-                Some(q)
-            }
-        }),
-    };
-    let reuse_connection = match m.get("reuse_connection") {
-        None => Some(false),
-        Some(_) => m.bool(cx, "reuse_connection"),
-    };
+    let url = m.required_parsed(cx, "url", parse_url);
+    let query = m
+        .parsed(cx, "query", |q| match q.trim() {
+            "" => Err("the query is empty".to_string()),
+            _ => Ok(q.to_string()),
+        })
+        .map(|q| q.unwrap_or_else(|| DEFAULT_QUERY.to_string()));
+    let reuse_connection = m.bool_or(cx, "reuse_connection", false);
     let tls = tlsutil::compile_options(cx, &m);
     let mut ok = true;
     if let (Some(u), Some(t)) = (&url, &tls) {
@@ -471,27 +444,6 @@ pub fn shown_url(text: &str) -> String {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn compile_expect(
     cx: &mut Cx,
     expect: Option<&Map<'_>>,
@@ -500,86 +452,26 @@ fn compile_expect(
     let Some(em) = expect else {
         return Some(PostgresExpect::default());
     };
-    let mut ok = true;
-    let mut out = PostgresExpect::default();
-    if let Some(node) = em.get("value") {
-        let path = em.path("value");
-        let json = match &node.value {
-            Value::Null => Some(Json::Null),
-            Value::Bool(b) => Some(Json::Bool(*b)),
-            Value::Int(i) => Some(Json::from(*i)),
-            Value::Float(f) => Some(
-                serde_json::Number::from_f64(*f)
-                    .map(Json::Number)
-                    .unwrap_or(Json::Null),
-            ),
-            Value::Str { .. } => cx.string(node, &path).map(Json::String),
-            _ => {
-                cx.error(
-                    &node.pos,
-                    &path,
-                    format!(
-                        "expected a value or a comparison such as `> 0`, found {}",
-                        node.type_name()
-                    ),
-                );
-                None
-            }
-        };
-        match json.map(|j| ValueMatcher::from_json(&j)) {
-            Some(Ok(matcher)) => out.value = Some(matcher),
-            Some(Err(e)) => {
-                cx.error(&node.pos, &path, e);
-                ok = false;
-            }
-            None => ok = false,
-        }
+    let value = sql::compile_value(cx, em, "a value or a comparison such as `> 0`");
+    let rows = em.parsed(cx, "rows", NumberCmp::parse);
+    let in_recovery = em.opt_bool(cx, "in_recovery");
+    let replication_lag = em.parsed(cx, "replication_lag", DurationCmp::parse);
+    let mut certificate_expires_in = tlsutil::compile_expiry(cx, Some(em));
+    if let (Some(Some(_)), Some(SslMode::Disable)) = (&certificate_expires_in, sslmode) {
+        em.error_at(
+            cx,
+            "certificate_expires_in",
+            "needs TLS, and the URL has sslmode=disable",
+        );
+        certificate_expires_in = None;
     }
-    if em.has("rows") {
-        match em.str(cx, "rows").map(|t| NumberCmp::parse(&t)) {
-            Some(Ok(cmp)) => out.rows = Some(cmp),
-            Some(Err(e)) => {
-                em.error_at(cx, "rows", e);
-                ok = false;
-            }
-            None => ok = false,
-        }
-    }
-    if em.has("in_recovery") {
-        match em.bool(cx, "in_recovery") {
-            Some(b) => out.in_recovery = Some(b),
-            None => ok = false,
-        }
-    }
-    if em.has("replication_lag") {
-        match em
-            .str(cx, "replication_lag")
-            .map(|t| DurationCmp::parse(&t))
-        {
-            Some(Ok(cmp)) => out.replication_lag = Some(cmp),
-            Some(Err(e)) => {
-                em.error_at(cx, "replication_lag", e);
-                ok = false;
-            }
-            None => ok = false,
-        }
-    }
-    match tlsutil::compile_expiry(cx, Some(em)) {
-        Some(Some(cmp)) => {
-            if sslmode == Some(SslMode::Disable) {
-                em.error_at(
-                    cx,
-                    "certificate_expires_in",
-                    "needs TLS, and the URL has sslmode=disable",
-                );
-                ok = false;
-            }
-            out.certificate_expires_in = Some(cmp);
-        }
-        Some(None) => {}
-        None => ok = false,
-    }
-    ok.then_some(out)
+    Some(PostgresExpect {
+        value: value?,
+        rows: rows?,
+        in_recovery: in_recovery?,
+        replication_lag: replication_lag?,
+        certificate_expires_in: certificate_expires_in?,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -823,8 +715,12 @@ fn date_text(days: i32) -> String {
 }
 
 fn time_text(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let frac = us.rem_euclid(1_000_000);
+    clock(us.div_euclid(1_000_000), us.rem_euclid(1_000_000))
+}
+
+/// `HH:MM:SS` from seconds, and `.ffffff` (without trailing zeros) when
+/// `frac`, in microseconds, is not zero.
+fn clock(secs: i64, frac: i64) -> String {
     let mut s = format!(
         "{:02}:{:02}:{:02}",
         secs / 3600,
@@ -859,21 +755,10 @@ fn interval_text(raw: &[u8]) -> Option<String> {
     }
     if us != 0 || parts.is_empty() {
         let sign = if us < 0 { "-" } else { "" };
+        // |i64::MIN| / 10^6 and anything % 10^6 fit an i64.
         let abs = us.unsigned_abs();
-        let secs = abs / 1_000_000;
-        let frac = abs % 1_000_000;
-        let mut t = format!(
-            "{sign}{:02}:{:02}:{:02}",
-            secs / 3600,
-            (secs / 60) % 60,
-            secs % 60
-        );
-        if frac != 0 {
-            let f = format!("{frac:06}");
-            t.push('.');
-            t.push_str(f.trim_end_matches('0'));
-        }
-        parts.push(t);
+        let (secs, frac) = ((abs / 1_000_000) as i64, (abs % 1_000_000) as i64);
+        parts.push(format!("{sign}{}", clock(secs, frac)));
     }
     Some(parts.join(" "))
 }
@@ -893,15 +778,6 @@ fn inet_text(raw: &[u8]) -> Option<String> {
     } else {
         format!("{ip}/{bits}")
     })
-}
-
-fn shorten(text: &str) -> String {
-    if text.chars().count() <= VALUE_SHOWN {
-        return text.to_string();
-    }
-    let mut s: String = text.chars().take(VALUE_SHOWN).collect();
-    s.push('…');
-    s
 }
 
 // ---------------------------------------------------------------------------
@@ -1003,7 +879,7 @@ pub async fn run_bounded(
     timeout: Option<Duration>,
 ) -> Result<(), Failure> {
     let mut slot = if spec.reuse_connection {
-        Some(spec.kept.0.lock().await)
+        Some(spec.kept.lock().await)
     } else {
         None
     };
@@ -1142,28 +1018,17 @@ async fn exchange(
 /// Records details and checks expectations.
 fn record(spec: &PostgresSpec, trace: &mut Trace, answer: &Answer, status: Option<Status>) {
     trace.detail("rows", answer.rows);
-    let observed_value = match &answer.first {
+    let first = match &answer.first {
         Some(Ok(v)) => {
-            let text = shorten(&text_of(v));
-            trace.detail("value", text.clone());
-            Ok(v.clone())
+            trace.detail("value", shorten(&text_of(v), VALUE_SHOWN));
+            Ok(v)
         }
-        Some(Err(e)) => Err(e.clone()),
-        None if answer.columns == 0 => Err("the query returns no columns".to_string()),
-        None => Err("no rows".to_string()),
+        Some(Err(e)) => Err(e.as_str()),
+        None if answer.columns == 0 => Err("the query returns no columns"),
+        None => Err("no rows"),
     };
     if let Some(m) = &spec.expect.value {
-        match &observed_value {
-            Ok(v) => trace.check(
-                format!("value {m}"),
-                m.matches(v),
-                shorten(&match v {
-                    Json::Null => "NULL".to_string(),
-                    other => text_of(other),
-                }),
-            ),
-            Err(why) => trace.check(format!("value {m}"), false, why.clone()),
-        }
+        sql::check_value(trace, m, first);
     }
     if let Some(cmp) = &spec.expect.rows {
         trace.check(
@@ -1299,16 +1164,6 @@ fn failure(e: &tokio_postgres::Error, stage: Stage) -> Failure {
     Failure::new(class, format!("{detail} ({during})"))
 }
 
-fn connect_failure(addr: &str, e: &std::io::Error) -> Failure {
-    let msg = match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => format!("connection refused by {addr}"),
-        std::io::ErrorKind::TimedOut => format!("connecting to {addr} timed out"),
-        std::io::ErrorKind::NotFound => format!("no server socket at {addr}"),
-        _ => format!("cannot connect to {addr}: {e}"),
-    };
-    Failure::new(FailureClass::Connect, msg)
-}
-
 /// Connects, negotiates TLS and logs in.
 async fn connect(spec: &PostgresSpec, trace: &mut Trace) -> Result<Session, Failure> {
     match &spec.endpoint {
@@ -1317,7 +1172,8 @@ async fn connect(spec: &PostgresSpec, trace: &mut Trace) -> Result<Session, Fail
             trace.begin(Phase::Connect);
             let done = UnixStream::connect(&path).await;
             trace.end();
-            let stream = done.map_err(|e| connect_failure(&path.display().to_string(), &e))?;
+            let stream = done
+                .map_err(|e| net::connect_failure(&path.display().to_string(), &e, Wording::Tcp))?;
             trace.begin(Phase::Auth);
             login(spec, stream, Remote::Unix(path), None, trace).await
         }
@@ -1326,13 +1182,12 @@ async fn connect(spec: &PostgresSpec, trace: &mut Trace) -> Result<Session, Fail
             // trust store never counts as TLS time.
             let tls_config = match spec.sslmode {
                 SslMode::Disable => None,
-                _ => Some(
-                    tlsutil::base_config(&spec.tls)
-                        .await
-                        .map_err(|e| Failure::new(FailureClass::Internal, e))?,
-                ),
+                _ => Some(net::tls_config(&spec.tls).await?),
             };
-            let addrs = resolve(host, *port, *addr, trace).await?;
+            let addrs = match addr {
+                Some(ip) => vec![SocketAddr::new(*ip, *port)],
+                None => net::resolve(host, *port, Wording::Tcp, trace).await?,
+            };
             let (mut tcp, remote) = connect_tcp(host, &addrs, trace).await?;
             let Some(config) = tls_config else {
                 trace.begin(Phase::Auth);
@@ -1371,8 +1226,7 @@ async fn connect(spec: &PostgresSpec, trace: &mut Trace) -> Result<Session, Fail
                     ))
                 }
             }
-            let name =
-                tlsutil::server_name(host).map_err(|e| Failure::new(FailureClass::Tls, e))?;
+            let name = net::server_name(host)?;
             let done = tlsutil::handshake(tcp, name, &config, &[b"postgresql"]).await;
             trace.end();
             match done {
@@ -1388,15 +1242,7 @@ async fn connect(spec: &PostgresSpec, trace: &mut Trace) -> Result<Session, Fail
                     trace.begin(Phase::Auth);
                     login(spec, tcp, Remote::Tcp(remote), None, trace).await
                 }
-                Err(f) => {
-                    if let Some(leaf) = &f.leaf {
-                        leaf.record(trace);
-                    }
-                    Err(Failure::new(
-                        FailureClass::Tls,
-                        format!("{remote}: {}", f.message),
-                    ))
-                }
+                Err(f) => Err(net::tls_failure(&f, &remote.to_string(), trace)),
             }
         }
     }
@@ -1413,54 +1259,15 @@ async fn ssl_request(tcp: &mut TcpStream) -> std::io::Result<u8> {
     Ok(answer[0])
 }
 
-async fn resolve(
-    host: &str,
-    port: u16,
-    addr: Option<IpAddr>,
-    trace: &mut Trace,
-) -> Result<Vec<SocketAddr>, Failure> {
-    if let Some(ip) = addr.or_else(|| host.parse::<IpAddr>().ok()) {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    trace.begin(Phase::Dns);
-    let found = tokio::net::lookup_host((host, port)).await;
-    trace.end();
-    let addrs: Vec<SocketAddr> = found
-        .map_err(|e| Failure::new(FailureClass::Dns, format!("cannot resolve {host}: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Failure::new(
-            FailureClass::Dns,
-            format!("{host} resolves to no addresses"),
-        ));
-    }
-    Ok(addrs)
-}
-
+/// Connects to `host` at one of `addrs` (phase `connect`).
 async fn connect_tcp(
     host: &str,
     addrs: &[SocketAddr],
     trace: &mut Trace,
 ) -> Result<(TcpStream, SocketAddr), Failure> {
-    trace.begin(Phase::Connect);
-    let mut failure = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                trace.end();
-                let _ = s.set_nodelay(true);
-                return Ok((s, *addr));
-            }
-            Err(e) => failure = Some(connect_failure(&addr.to_string(), &e)),
-        }
-    }
-    trace.end();
-    let mut f =
-        failure.unwrap_or_else(|| Failure::new(FailureClass::Connect, "no address to connect to"));
-    if addrs.len() > 1 {
-        f.message = format!("{} (tried {} addresses of {host})", f.message, addrs.len());
-    }
-    Err(f)
+    let (tcp, remote) = net::connect(host, addrs, Wording::Tcp, trace).await?;
+    let _ = tcp.set_nodelay(true);
+    Ok((tcp, remote))
 }
 
 /// Startup and authentication over an established stream (the `auth`
@@ -1729,6 +1536,13 @@ mod tests {
         assert_eq!(
             j(Type::INTERVAL, &iv),
             Json::from("1 year 2 mons 1 day 01:02:03.5")
+        );
+        let mut iv = (-3_723_000_000i64).to_be_bytes().to_vec();
+        iv.extend_from_slice(&[0; 8]);
+        assert_eq!(j(Type::INTERVAL, &iv), Json::from("-01:02:03"));
+        assert_eq!(
+            j(Type::TIME, &3_723_500_000i64.to_be_bytes()),
+            Json::from("01:02:03.5")
         );
         assert_eq!(
             j(Type::INET, &[2, 32, 0, 4, 127, 0, 0, 1]),

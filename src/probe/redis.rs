@@ -47,16 +47,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use serde_json::Value as Json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use url::Url;
 
 use crate::config::read::{join, suggest, Cx, Map};
 use crate::config::yaml::{Node, Value};
-use crate::expect::{text_of, Op, ValueMatcher};
+use crate::expect::{shorten, text_of, Op, ValueMatcher};
+use crate::probe::kept::Kept;
+use crate::probe::net::{self, Wording};
 use crate::probe::tlsutil::{self, CertInfo, TlsOptions};
+use crate::probe::urlutil::{self, percent_decode};
 use crate::probe::{http, Trace};
 use crate::result::{Failure, FailureClass, Phase};
 
@@ -103,10 +104,9 @@ pub struct RedisSpec {
     pub reuse_connection: bool,
     pub max_reply: usize,
     pub expect: RedisExpect,
-    /// The kept connection (with `reuse_connection`); shared by clones of
-    /// this spec, dropped after any failed run. The mutex is never contended:
-    /// a probe never runs twice at once.
-    kept: Arc<tokio::sync::Mutex<Option<Conn>>>,
+    /// The kept connection (with `reuse_connection`), dropped after any
+    /// failed run.
+    kept: Kept<Conn>,
 }
 
 /// A password: shown as `***` by `Debug`.
@@ -625,8 +625,7 @@ pub struct RedisUrl {
 
 /// Parses a redis:// or rediss:// URL; the error says what is wrong in words.
 pub fn parse_url(text: &str) -> Result<RedisUrl, String> {
-    let shown = crate::redact::mask_url_passwords(text.trim());
-    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL `{shown}`: {e}"))?;
+    let (url, shown) = urlutil::parse(text)?;
     let tls = match url.scheme() {
         "redis" => false,
         "rediss" => true,
@@ -641,11 +640,7 @@ pub fn parse_url(text: &str) -> Result<RedisUrl, String> {
             ))
         }
     };
-    let host = url
-        .host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("invalid URL `{shown}`: no host"))?;
+    let host = urlutil::host(&url, &shown)?;
     let port = url.port().unwrap_or(DEFAULT_PORT);
     if port == 0 {
         return Err(format!("invalid URL `{shown}`: port 0"));
@@ -709,25 +704,6 @@ pub fn parse_url(text: &str) -> Result<RedisUrl, String> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub fn compile(
     cx: &mut Cx,
     node: &Node,
@@ -737,26 +713,17 @@ pub fn compile(
     let m = cx.map(node, path, KEYS)?;
     let mut ok = true;
 
-    let url = m.required_str(cx, "url").and_then(|u| match parse_url(&u) {
-        Ok(url) => Some(url),
-        Err(e) => {
-            m.error_at(cx, "url", e);
-            None
-        }
-    });
+    let url = m.required_parsed(cx, "url", parse_url);
     let command = compile_command(cx, &m);
     let username = m.str(cx, "username");
     ok &= username.is_some() || !m.has("username");
     let password = m.str(cx, "password");
     ok &= password.is_some() || !m.has("password");
-    let reuse_connection = match m.get("reuse_connection") {
-        None => Some(false),
-        Some(_) => m.bool(cx, "reuse_connection"),
-    };
+    let reuse_connection = m.bool_or(cx, "reuse_connection", false);
     let tls_opts = tlsutil::compile_options(cx, &m);
     let max_reply = match m.get("max_reply") {
         None => Some(DEFAULT_MAX_REPLY),
-        Some(n) => compile_size(cx, n, &m.path("max_reply")),
+        Some(n) => http::compile_size(cx, n, &m.path("max_reply")),
     };
     let expect = compile_expect(cx, expect);
 
@@ -842,7 +809,7 @@ pub fn compile(
         reuse_connection: reuse_connection?,
         max_reply,
         expect,
-        kept: Arc::new(tokio::sync::Mutex::new(None)),
+        kept: Kept::default(),
     })
 }
 
@@ -886,28 +853,6 @@ fn compile_command(cx: &mut Cx, m: &Map<'_>) -> Option<(Command, bool)> {
     }
 }
 
-fn compile_size(cx: &mut Cx, node: &Node, path: &str) -> Option<u64> {
-    let text = match &node.value {
-        Value::Int(i) => i.to_string(),
-        Value::Str { .. } => cx.string(node, path)?,
-        _ => {
-            cx.error(
-                &node.pos,
-                path,
-                format!("expected a size such as 1MiB, found {}", node.type_name()),
-            );
-            return None;
-        }
-    };
-    match http::parse_size(&text) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            cx.error(&node.pos, path, e);
-            None
-        }
-    }
-}
-
 fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<RedisExpect> {
     let mut out = RedisExpect::default();
     let Some(em) = expect else {
@@ -916,7 +861,7 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<RedisExpect> 
     let mut ok = true;
     if let Some(node) = em.get("reply") {
         let path = em.path("reply");
-        match node_json(cx, node, &path).map(|j| Matcher::parse(&j)) {
+        match cx.json(node, &path).map(|j| Matcher::parse(&j)) {
             Some(Ok(m)) => out.reply = Some(m),
             Some(Err(e)) => {
                 cx.error(&node.pos, &path, e);
@@ -947,19 +892,8 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<RedisExpect> 
                         ok = false;
                         continue;
                     }
-                    if matches!(v.value, Value::Seq(_) | Value::Map(_)) {
-                        cx.error(
-                            &v.pos,
-                            &p,
-                            format!(
-                                "expected a value or a comparison such as \">= 1\", found {}",
-                                v.type_name()
-                            ),
-                        );
-                        ok = false;
-                        continue;
-                    }
-                    match node_json(cx, v, &p).map(|j| Matcher::parse(&j)) {
+                    let json = cx.scalar_json(v, &p, "a value or a comparison such as \">= 1\"");
+                    match json.map(|j| Matcher::parse(&j)) {
                         Some(Ok(m)) if m.compares() && k.name.ends_with("_human") => {
                             let bytes = k.name.trim_end_matches("_human");
                             cx.error(
@@ -996,33 +930,6 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<RedisExpect> 
         }
     }
     ok.then_some(out)
-}
-
-/// A YAML value as JSON; strings are expanded like every other string.
-fn node_json(cx: &mut Cx, node: &Node, path: &str) -> Option<Json> {
-    Some(match &node.value {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f)
-            .map(Json::Number)
-            .unwrap_or(Json::Null),
-        Value::Str { .. } => Json::String(cx.string(node, path)?),
-        Value::Seq(list) => {
-            let mut out = Vec::with_capacity(list.len());
-            for (i, n) in list.iter().enumerate() {
-                out.push(node_json(cx, n, &format!("{path}[{i}]"))?);
-            }
-            Json::Array(out)
-        }
-        Value::Map(entries) => {
-            let mut out = serde_json::Map::new();
-            for (k, n) in entries {
-                out.insert(k.name.clone(), node_json(cx, n, &join(path, &k.name))?);
-            }
-            Json::Object(out)
-        }
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1210,13 +1117,6 @@ fn parse_at(buf: &[u8], pos: usize, depth: usize) -> Result<Step, String> {
     Ok(Step::Done(reply, after))
 }
 
-fn shorten(text: &str, chars: usize) -> String {
-    match text.char_indices().nth(chars) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // INFO
 
@@ -1268,20 +1168,18 @@ impl Facts {
         if let Some(r) = self.remote {
             trace.detail("remote", r.to_string());
         }
-        if let Some(v) = &self.server_version {
-            trace.detail("server_version", v.clone());
-        }
-        if let Some(v) = &self.role {
-            trace.detail("role", v.clone());
-        }
-        if let Some(v) = &self.mode {
-            trace.detail("mode", v.clone());
+        for (key, value) in [
+            ("server_version", &self.server_version),
+            ("role", &self.role),
+            ("mode", &self.mode),
+            ("tls_version", &self.tls_version),
+        ] {
+            if let Some(v) = value {
+                trace.detail(key, v.clone());
+            }
         }
         if let Some(v) = self.client_id {
             trace.detail("client_id", v);
-        }
-        if let Some(v) = &self.tls_version {
-            trace.detail("tls_version", v.clone());
         }
         if let Some(leaf) = &self.leaf {
             leaf.record(trace);
@@ -1433,16 +1331,12 @@ pub async fn run(spec: &RedisSpec, trace: &mut Trace) -> Result<(), Failure> {
 async fn open(spec: &RedisSpec, trace: &mut Trace) -> Result<Conn, Failure> {
     // Built before any phase starts: loading system roots is not TLS time.
     let tls = match &spec.tls {
-        Some(opts) => Some((
-            tlsutil::base_config(opts)
-                .await
-                .map_err(|e| Failure::new(FailureClass::Internal, e))?,
-            tlsutil::server_name(&spec.host).map_err(|e| Failure::new(FailureClass::Tls, e))?,
-        )),
+        Some(opts) => Some((net::tls_config(opts).await?, net::server_name(&spec.host)?)),
         None => None,
     };
-    let addrs = http::resolve(&spec.host, spec.port, trace).await?;
-    let tcp = http::connect(&addrs, trace).await?;
+    let addrs = net::resolve(&spec.host, spec.port, Wording::Http, trace).await?;
+    let (tcp, _) = net::connect(&spec.host, &addrs, Wording::Http, trace).await?;
+    let _ = tcp.set_nodelay(true);
     let mut facts = Facts {
         remote: tcp.peer_addr().ok(),
         ..Facts::default()
@@ -1454,27 +1348,14 @@ async fn open(spec: &RedisSpec, trace: &mut Trace) -> Result<Conn, Failure> {
     };
     let io: Box<dyn Io> = match tls {
         None => Box::new(tcp),
-        Some((config, name)) => {
-            trace.begin(Phase::Tls);
-            let done = tlsutil::handshake(tcp, name, &config, &[]).await;
-            trace.end();
-            match done {
-                Ok((stream, hs)) => {
-                    facts.tls_version = Some(hs.version);
-                    facts.leaf = hs.leaf;
-                    Box::new(stream)
-                }
-                Err(f) => {
-                    if let Some(leaf) = &f.leaf {
-                        leaf.record(trace);
-                    }
-                    return Err(Failure::new(
-                        FailureClass::Tls,
-                        format!("{}: {}", spec.target(), f.message),
-                    ));
-                }
+        Some((config, name)) => match net::handshake(tcp, name, &config, &[], trace).await {
+            Ok((stream, hs)) => {
+                facts.tls_version = Some(hs.version);
+                facts.leaf = hs.leaf;
+                Box::new(stream)
             }
-        }
+            Err(f) => return Err(net::tls_failure(&f, &spec.target(), trace)),
+        },
     };
     let mut conn = Conn {
         io,

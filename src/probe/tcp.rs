@@ -41,6 +41,7 @@ use tokio::net::TcpStream;
 
 use crate::config::read::{Cx, Map};
 use crate::config::yaml::Node;
+use crate::probe::net::{self, Wording};
 use crate::probe::Trace;
 use crate::result::{Failure, FailureClass, Phase};
 
@@ -103,15 +104,7 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
     let m = cx.map(node, path, KEYS)?;
     let mut ok = true;
 
-    let host = m
-        .required_str(cx, "host")
-        .and_then(|h| match check_host(&h) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                m.error_at(cx, "host", e);
-                None
-            }
-        });
+    let host = m.required_parsed(cx, "host", check_host);
     let port = m
         .required(cx, "port")
         .and_then(|_| m.u64(cx, "port"))
@@ -278,66 +271,9 @@ fn shown(reply: &[u8]) -> String {
     String::from_utf8_lossy(&reply[..reply.len().min(REPLY_SHOWN)]).into_owned()
 }
 
-fn connect_failure(addr: SocketAddr, e: &io::Error) -> Failure {
-    let msg = match e.kind() {
-        io::ErrorKind::ConnectionRefused => format!("connection refused by {addr}"),
-        io::ErrorKind::TimedOut => format!("connecting to {addr} timed out"),
-        _ => format!("cannot connect to {addr}: {e}"),
-    };
-    Failure::new(FailureClass::Connect, msg)
-}
-
 pub async fn run(spec: &TcpSpec, trace: &mut Trace) -> Result<(), Failure> {
-    let addrs: Vec<SocketAddr> = match spec.host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, spec.port)],
-        Err(_) => {
-            trace.begin(Phase::Dns);
-            let found = tokio::net::lookup_host((spec.host.as_str(), spec.port)).await;
-            trace.end();
-            match found {
-                Ok(it) => it.collect(),
-                Err(e) => {
-                    return Err(Failure::new(
-                        FailureClass::Dns,
-                        format!("cannot resolve {}: {e}", spec.host),
-                    ))
-                }
-            }
-        }
-    };
-    if addrs.is_empty() {
-        return Err(Failure::new(
-            FailureClass::Dns,
-            format!("{} resolves to no addresses", spec.host),
-        ));
-    }
-
-    trace.begin(Phase::Connect);
-    let mut connected = None;
-    let mut failure = None;
-    for addr in &addrs {
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                connected = Some((s, *addr));
-                break;
-            }
-            Err(e) => failure = Some(connect_failure(*addr, &e)),
-        }
-    }
-    trace.end();
-    let Some((mut stream, remote)) = connected else {
-        let mut f = failure
-            .unwrap_or_else(|| Failure::new(FailureClass::Connect, "no address to connect to"));
-        if addrs.len() > 1 {
-            f.message = format!(
-                "{} (tried {} addresses of {})",
-                f.message,
-                addrs.len(),
-                spec.host
-            );
-        }
-        return Err(f);
-    };
+    let addrs = net::resolve(&spec.host, spec.port, Wording::Tcp, trace).await?;
+    let (mut stream, remote) = net::connect(&spec.host, &addrs, Wording::Tcp, trace).await?;
     trace.detail("remote", remote.to_string());
 
     if let Some(payload) = &spec.send {

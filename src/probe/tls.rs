@@ -10,10 +10,10 @@
 use crate::config::read::{Cx, Map};
 use crate::config::yaml::Node;
 use crate::expect::{DurationCmp, Op};
-use crate::probe::http;
+use crate::probe::net::{self, Wording};
 use crate::probe::tlsutil::{self, TlsOptions};
 use crate::probe::Trace;
-use crate::result::{Failure, FailureClass, Phase};
+use crate::result::Failure;
 
 /// Keys accepted in the `tls:` section.
 pub const KEYS: &[&str] = &["host", "port", "server_name", "insecure", "ca"];
@@ -153,17 +153,9 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
     }
     let tls = tlsutil::compile_options(cx, &m);
     let certificate_expires_in = tlsutil::compile_expiry(cx, expect);
-    let tls_version = match expect.filter(|e| e.has("tls_version")) {
+    let tls_version = match expect {
         None => Some(None),
-        Some(em) => em
-            .str(cx, "tls_version")
-            .and_then(|t| match VersionCmp::parse(&t) {
-                Ok(v) => Some(Some(v)),
-                Err(e) => {
-                    em.error_at(cx, "tls_version", e);
-                    None
-                }
-            }),
+        Some(em) => em.parsed(cx, "tls_version", VersionCmp::parse),
     };
     Some(TlsSpec {
         host: host?,
@@ -177,27 +169,18 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
 
 pub async fn run(spec: &TlsSpec, trace: &mut Trace) -> Result<(), Failure> {
     // Built before any phase starts: loading system roots is not TLS time.
-    let config = tlsutil::base_config(&spec.tls)
-        .await
-        .map_err(|e| Failure::new(FailureClass::Internal, e))?;
-    let name =
-        tlsutil::server_name(&spec.server_name).map_err(|e| Failure::new(FailureClass::Tls, e))?;
-    let addrs = http::resolve(&spec.host, spec.port, trace).await?;
-    let tcp = http::connect(&addrs, trace).await?;
-    trace.begin(Phase::Tls);
-    let done = tlsutil::handshake(tcp, name, &config, &[]).await;
-    trace.end();
-    let (_stream, hs) = match done {
+    let config = net::tls_config(&spec.tls).await?;
+    let name = net::server_name(&spec.server_name)?;
+    let addrs = net::resolve(&spec.host, spec.port, Wording::Http, trace).await?;
+    let (tcp, _) = net::connect(&spec.host, &addrs, Wording::Http, trace).await?;
+    let _ = tcp.set_nodelay(true);
+    let (_stream, hs) = match net::handshake(tcp, name, &config, &[], trace).await {
         Ok(ok) => ok,
         Err(f) => {
             if let Some(leaf) = &f.leaf {
-                leaf.record(trace);
                 trace.detail("cert_sans", leaf.sans.clone());
             }
-            return Err(Failure::new(
-                FailureClass::Tls,
-                format!("{}: {}", spec.target(), f.message),
-            ));
+            return Err(net::tls_failure(&f, &spec.target(), trace));
         }
     };
     trace.detail("tls_version", hs.version.clone());

@@ -1,5 +1,7 @@
-//! TLS plumbing shared by the `http` and `tls` kinds: building rustls client
-//! configurations (system roots, a custom CA, or no verification), and
+//! TLS plumbing shared by the kinds that speak TLS (`http`, `tls`, `redis`,
+//! `postgres`, and `mysql` for its CA files and error wording): reading the
+//! `insecure` and `ca` keys, building rustls client configurations (system
+//! roots, a custom CA, or no verification), running a handshake, and
 //! reading the leaf certificate's subject and expiry.
 //!
 //! Loading the system's trust store is expensive, so the roots are loaded
@@ -83,32 +85,12 @@ pub fn load_ca(path: &Path) -> Result<CustomCa, String> {
 /// Reads the `insecure` and `ca` keys of a kind's section. Every problem is
 /// reported; `None` means at least one was found.
 pub fn compile_options(cx: &mut Cx, m: &Map<'_>) -> Option<TlsOptions> {
-    let insecure = match m.get("insecure") {
-        None => Some(false),
-        Some(_) => m.bool(cx, "insecure"),
-    };
-    let ca = match m.get("ca") {
-        None => Some(None),
-        Some(_) => m.str(cx, "ca").and_then(|text| {
-            if text.trim().is_empty() {
-                m.error_at(cx, "ca", "empty path");
-                return None;
-            }
-            let p = PathBuf::from(text.trim());
-            let p = if p.is_relative() {
-                cx.base_dir.join(p)
-            } else {
-                p
-            };
-            match load_ca(&p) {
-                Ok(ca) => Some(Some(Arc::new(ca))),
-                Err(e) => {
-                    m.error_at(cx, "ca", e);
-                    None
-                }
-            }
-        }),
-    };
+    let insecure = m.bool_or(cx, "insecure", false);
+    let base = cx.base_dir.clone();
+    let ca = m.parsed(cx, "ca", |text| match text.trim() {
+        "" => Err("empty path".to_string()),
+        t => load_ca(&crate::config::resolve_path(&base, t)).map(Arc::new),
+    });
     if insecure == Some(true) && matches!(ca, Some(Some(_))) {
         if let Some(n) = m.get("ca") {
             cx.warning(
@@ -128,17 +110,7 @@ pub fn compile_options(cx: &mut Cx, m: &Map<'_>) -> Option<TlsOptions> {
 /// when absent, `None` when invalid (reported).
 pub fn compile_expiry(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<Option<DurationCmp>> {
     let Some(em) = expect else { return Some(None) };
-    if !em.has("certificate_expires_in") {
-        return Some(None);
-    }
-    let text = em.str(cx, "certificate_expires_in")?;
-    match DurationCmp::parse(&text) {
-        Ok(c) => Some(Some(c)),
-        Err(e) => {
-            em.error_at(cx, "certificate_expires_in", e);
-            None
-        }
-    }
+    em.parsed(cx, "certificate_expires_in", DurationCmp::parse)
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -8,19 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::process::free_port;
+
 fn lookout() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lookout"));
     c.env_remove("LOOKOUT_CONFIG")
         .env("NO_COLOR", "1")
         .env("LOOKOUT_LOG", "info");
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A blocking HTTP server on its own thread answering every request with

@@ -10,7 +10,10 @@ use lookout::result::{FailureClass, Phase, ProbeResult};
 
 use crate::harness::redis_server::{info_field, run_cmd, unread_bytes_at, RedisServer};
 use crate::harness::targets::{self, TestCa};
-use crate::harness::{assert_first_error, detail, message, probe_from_yaml};
+use crate::harness::{
+    assert_failed, assert_failed_starting, assert_first_error, detail, failure, message,
+    probe_from_yaml,
+};
 
 /// A probe of `redis: {url: URL, ...}` with optional extra section keys and
 /// `expect:` (flow mappings, without braces for the section).
@@ -28,14 +31,6 @@ fn spec(url: &str, extra: &str, expect: &str) -> ProbeSpec {
     probe_from_yaml(&format!(
         "probes:\n  - name: r\n    redis: {{url: '{url}'{extra}}}\n    timeout: 5s\n{expect}"
     ))
-}
-
-fn failure(r: &ProbeResult) -> (FailureClass, String) {
-    let f = r
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected a failure, got success: {r:?}"));
-    (f.class, f.message.clone())
 }
 
 fn assert_ok(r: &ProbeResult) {
@@ -224,11 +219,10 @@ async fn info_expectations_on_master_and_replica() {
         "{info: {used_memory: '< 1kb', connected_slaves: '>= 2', usd_memory: 1}}",
     ))
     .await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Expectation);
-    assert!(
-        msg.starts_with("expected info used_memory < 1kb, got "),
-        "{msg}"
+    let msg = assert_failed_starting(
+        &r,
+        FailureClass::Expectation,
+        "expected info used_memory < 1kb, got ",
     );
     assert!(msg.ends_with("(and 2 more failed expectations)"), "{msg}");
     let missing = &r.checks[2];
@@ -245,9 +239,7 @@ async fn wrong_password_is_auth_with_the_server_text() {
     let server = RedisServer::builder().password("s3cret-pass").start();
     let url = format!("redis://:wr0ng-pass@127.0.0.1:{}", server.port());
     let r = run_once(&spec(&url, "", "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Auth);
-    assert!(msg.contains("WRONGPASS"), "{msg}");
+    let msg = assert_failed(&r, FailureClass::Auth, "WRONGPASS");
     assert!(msg.contains("authentication as `default`"), "{msg}");
     let everything = serde_json::to_string(&r).expect("json");
     assert!(!everything.contains("wr0ng-pass"), "{everything}");
@@ -261,11 +253,10 @@ async fn wrong_password_is_auth_with_the_server_text() {
 async fn no_password_is_noauth() {
     let server = RedisServer::builder().password("s3cret-pass").start();
     let r = run_once(&spec(&server.url(), "", "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Auth);
-    assert!(
-        msg.contains("requires a password and the probe has none"),
-        "{msg}"
+    let msg = assert_failed(
+        &r,
+        FailureClass::Auth,
+        "requires a password and the probe has none",
     );
     assert!(msg.contains("NOAUTH"), "{msg}");
 }
@@ -293,21 +284,15 @@ async fn acl_users_log_in_and_noperm_is_auth() {
 
     let url = format!("redis://monitor:mon-secret@127.0.0.1:{}", server.port());
     let r = run_once(&spec(&url, "command: [CONFIG, GET, maxmemory]", "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Auth);
-    assert!(
-        msg.starts_with("`monitor` may not run CONFIG GET maxmemory: NOPERM"),
-        "{msg}"
+    assert_failed_starting(
+        &r,
+        FailureClass::Auth,
+        "`monitor` may not run CONFIG GET maxmemory: NOPERM",
     );
 
     let url = format!("redis://monitor:nope-nope@127.0.0.1:{}", server.port());
     let r = run_once(&spec(&url, "", "")).await;
-    assert_eq!(r.class(), Some(FailureClass::Auth));
-    assert!(
-        message(&r).contains("authentication as `monitor`"),
-        "{}",
-        message(&r)
-    );
+    assert_failed(&r, FailureClass::Auth, "authentication as `monitor`");
 }
 
 #[tokio::test]
@@ -316,9 +301,7 @@ async fn an_error_reply_is_query() {
     let n: i64 = server.cmd(&["RPUSH", "list", "x"]);
     assert_eq!(n, 1);
     let r = run_once(&spec(&server.url(), "command: [GET, list]", "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Query);
-    assert!(msg.starts_with("GET list failed: WRONGTYPE"), "{msg}");
+    assert_failed_starting(&r, FailureClass::Query, "GET list failed: WRONGTYPE");
     assert!(r.phase(Phase::Query).is_some(), "{:?}", r.phases);
 }
 
@@ -336,11 +319,10 @@ async fn the_database_comes_from_the_url() {
 
     let url = format!("{}/99", server.url());
     let r = run_once(&spec(&url, "", "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Query);
-    assert!(
-        msg.starts_with("SELECT 99 failed: ERR DB index is out of range"),
-        "{msg}"
+    assert_failed_starting(
+        &r,
+        FailureClass::Query,
+        "SELECT 99 failed: ERR DB index is out of range",
     );
 }
 
@@ -374,21 +356,15 @@ async fn tls_with_the_right_ca_passes_and_otherwise_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let other_file = other.write_pem(dir.path());
     let r = run_once(&spec(&url, &format!("ca: '{}'", other_file.display()), "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Tls);
     // Both test CAs have the same name, so the verifier finds the other one
     // and rejects the signature; a CA it cannot find is "not trusted".
-    assert!(msg.contains("certificate"), "{msg}");
+    assert_failed(&r, FailureClass::Tls, "certificate");
     let r = run_once(&spec(&url, "", "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Tls);
-    assert!(msg.contains("certificate is not trusted"), "{msg}");
+    assert_failed(&r, FailureClass::Tls, "certificate is not trusted");
 
     let plain = format!("redis://:tls-pass@127.0.0.1:{}", server.port());
     let r = run_once(&spec(&plain, "", "")).await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Protocol, "{msg}");
-    assert!(msg.contains("use a rediss:// URL"), "{msg}");
+    assert_failed(&r, FailureClass::Protocol, "use a rediss:// URL");
 }
 
 #[tokio::test]
@@ -401,9 +377,7 @@ async fn a_silent_listener_times_out_at_the_bound() {
     let started = Instant::now();
     let r = run_once(&p).await;
     let took = started.elapsed();
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Timeout);
-    assert!(msg.contains("while waiting for auth"), "{msg}");
+    assert_failed(&r, FailureClass::Timeout, "while waiting for auth");
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_millis(1100),
         "took {took:?}"

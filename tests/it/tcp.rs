@@ -3,14 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use lookout::probe::run_once;
 use lookout::result::{FailureClass, Phase, ProbeResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{assert_first_error, probe_from_yaml};
+use crate::harness::{assert_first_error, assert_timed_out_at_1s, failure, probe_from_yaml};
 
 /// A server whose every connection is handled by `handle`; stops when dropped.
 struct Server {
@@ -85,14 +84,6 @@ async fn probe(tcp: &str, expect: &str, timeout: &str) -> ProbeResult {
         yaml.push_str(&format!("    expect: {expect}\n"));
     }
     run_once(&probe_from_yaml(&yaml)).await
-}
-
-fn failure(r: &ProbeResult) -> (FailureClass, String) {
-    let f = r
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected a failure, got success: {r:?}"));
-    (f.class, f.message.clone())
 }
 
 #[tokio::test]
@@ -246,17 +237,7 @@ async fn a_server_that_never_replies_times_out_at_the_bound() {
         "1s",
     )
     .await;
-    let (class, msg) = failure(&r);
-    assert_eq!(class, FailureClass::Timeout);
-    assert!(
-        msg.ends_with("timeout while waiting for first byte"),
-        "{msg}"
-    );
-    assert!(
-        r.duration >= Duration::from_secs(1) && r.duration < Duration::from_millis(1100),
-        "took {:?}",
-        r.duration
-    );
+    assert_timed_out_at_1s(&r, "timeout while waiting for first byte");
 }
 
 /// (tcp section and expect, key of the first error, its line, words in its message)

@@ -8,10 +8,12 @@
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::process::{self, log_to, on_a_free_port, Process};
 
 /// Where the binary is looked for; `LOOKOUT_UNBOUND` overrides.
 pub const UNBOUND: &str = "/usr/sbin/unbound";
@@ -46,7 +48,8 @@ pub const BIG_TXT_RECORDS: usize = 40;
 /// A running unbound serving the test zone on 127.0.0.1, UDP and TCP.
 /// Killed when dropped.
 pub struct DnsServer {
-    child: Child,
+    /// First, so that it is killed before its directory is removed.
+    process: Process,
     port: u16,
     dir: TempDir,
 }
@@ -55,33 +58,18 @@ impl DnsServer {
     /// Starts unbound on a free port and waits until it answers.
     pub fn start() -> DnsServer {
         let binary = unbound_binary();
-        let mut last_log = String::new();
-        // A port found free can be taken before unbound binds it; then try
-        // another one.
-        for _ in 0..5 {
-            let port = free_port();
+        on_a_free_port("unbound", free_port, |port| {
             let dir = tempfile::tempdir().expect("temporary directory for unbound");
             let conf = dir.path().join("unbound.conf");
             std::fs::write(&conf, config(port, dir.path())).expect("write unbound.conf");
             let log_path = dir.path().join("unbound.log");
-            let log = std::fs::File::create(&log_path).expect("create unbound.log");
-            let log2 = log.try_clone().expect("clone log handle");
-            let child = Command::new(&binary)
-                .arg("-d")
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log2))
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-            let mut server = DnsServer { child, port, dir };
-            match server.wait_ready(Duration::from_secs(10)) {
-                Ok(()) => return server,
-                Err(log) => last_log = log,
-            }
-        }
-        panic!("unbound did not start on a free port after 5 attempts; its last log:\n{last_log}");
+            let process = Process::spawn(log_to(
+                Command::new(&binary).arg("-d").arg("-c").arg(&conf),
+                &log_path,
+            ));
+            let mut server = DnsServer { process, port, dir };
+            server.wait_ready(Duration::from_secs(10)).map(|()| server)
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -100,7 +88,6 @@ impl DnsServer {
     /// Polls with real queries until the server answers over UDP and
     /// accepts TCP. Returns the server's log when it exited instead.
     fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client socket");
         socket.connect(addr).expect("connect UDP socket");
@@ -109,42 +96,31 @@ impl DnsServer {
             .expect("set read timeout");
         let query = raw_query(0x4c4f, "www.test");
         let mut buf = [0u8; 1500];
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.path().join("unbound.log"))
-                    .unwrap_or_default();
-                return Err(format!("unbound exited with {status}:\n{log}"));
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("unbound.log"))
-                    .unwrap_or_default();
-                panic!("unbound did not answer on {addr} within {within:?}; its log:\n{log}");
-            }
-            let _ = socket.send(&query);
-            match socket.recv(&mut buf) {
-                Ok(n)
-                    if n >= 12
-                        && buf[..2] == query[..2]
-                        && buf[2] & 0x80 != 0
-                        && TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() =>
-                {
-                    return Ok(());
+        let log_path = self.dir.path().join("unbound.log");
+        process::wait_ready(
+            &mut self.process,
+            &format!("unbound on {addr}"),
+            within,
+            // Not listening yet, the kernel answers "port unreachable" at
+            // once; otherwise the read timeout has already waited.
+            Duration::from_millis(10),
+            || std::fs::read_to_string(&log_path).unwrap_or_default(),
+            || {
+                let _ = socket.send(&query);
+                match socket.recv(&mut buf) {
+                    Ok(n) if n >= 12 && buf[..2] == query[..2] && buf[2] & 0x80 != 0 => {
+                        TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                            .map(drop)
+                            .map_err(|e| format!("answers over UDP, but TCP: {e}"))
+                    }
+                    Ok(n) => Err(format!("an unexpected answer of {n} bytes")),
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                        Err("nothing listening yet".to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
                 }
-                // Not listening yet: the kernel answered with "port
-                // unreachable" at once; poll again shortly.
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            },
+        )
     }
 }
 

@@ -1,16 +1,20 @@
-//! Test fixtures: real servers on free loopback ports, temporary
-//! directories, and helpers to build probe specs from YAML.
+//! Test fixtures: real servers on free loopback ports (started and stopped
+//! through `process`), temporary directories, helpers to build probe specs
+//! from YAML, and assertions on what a run returned.
 
 #![allow(dead_code)]
 
 pub mod dns_server;
 pub mod mysql_server;
 pub mod postgres_server;
+pub mod process;
 pub mod redis_server;
 pub mod targets;
 
+use std::time::Duration;
+
 use lookout::config::{load_str, read::Cx, ProbeSpec};
-use lookout::result::ProbeResult;
+use lookout::result::{FailureClass, ProbeResult};
 
 /// Compiles a configuration given as YAML text and returns its probes,
 /// panicking with every diagnostic when it is invalid.
@@ -47,6 +51,49 @@ pub fn message(r: &ProbeResult) -> String {
         .as_ref()
         .map(|f| f.message.clone())
         .unwrap_or_default()
+}
+
+/// The class and message of a failed result; panics when it succeeded.
+pub fn failure(r: &ProbeResult) -> (FailureClass, String) {
+    let f = r
+        .failure
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected a failure, got success: {r:?}"));
+    (f.class, f.message.clone())
+}
+
+/// Asserts that a run failed with `class` and a message that contains
+/// `words`; returns the message.
+pub fn assert_failed(r: &ProbeResult, class: FailureClass, words: &str) -> String {
+    let (got, msg) = failure(r);
+    assert_eq!(got, class, "{msg}");
+    assert!(msg.contains(words), "`{words}` not in `{msg}`");
+    msg
+}
+
+/// Asserts that a run failed with `class` and a message that starts with
+/// `start`; returns the message.
+pub fn assert_failed_starting(r: &ProbeResult, class: FailureClass, start: &str) -> String {
+    let (got, msg) = failure(r);
+    assert_eq!(got, class, "{msg}");
+    assert!(
+        msg.starts_with(start),
+        "`{msg}` does not start with `{start}`"
+    );
+    msg
+}
+
+/// Asserts that a run with a 1s timeout ended as `timeout` at its bound
+/// (within 100ms after it), with a message ending in `ending`.
+pub fn assert_timed_out_at_1s(r: &ProbeResult, ending: &str) {
+    let (class, msg) = failure(r);
+    assert_eq!(class, FailureClass::Timeout, "{msg}");
+    assert!(
+        r.duration >= Duration::from_secs(1) && r.duration < Duration::from_millis(1100),
+        "took {:?}",
+        r.duration
+    );
+    assert!(msg.ends_with(ending), "`{ending}` does not end `{msg}`");
 }
 
 /// One detail of a result, or `null` when it was not reported.

@@ -19,17 +19,16 @@
 //! make a primary and a replica that follows it.
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, OptsBuilder};
 use tempfile::TempDir;
 
-use super::targets::ServerCert;
+use super::process::{self, free_port, on_a_free_port, Process};
+use super::targets::{pem, ServerCert};
 
 /// The monitoring account: user and password.
 pub const MONITOR: (&str, &str) = ("monitor", "m0nitor-Pa55word");
@@ -51,7 +50,8 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// A running MariaDB; killed when dropped.
 pub struct MysqlServer {
-    child: Option<Child>,
+    /// First, so that it is killed before its directory is removed.
+    process: Process,
     port: u16,
     dir: TempDir,
     tls: bool,
@@ -155,32 +155,25 @@ impl MysqlServer {
             );
         }
         let mut server = MysqlServer {
-            child: None,
+            process: Process::default(),
             port: 0,
             dir,
             tls: cert.is_some(),
             server_id,
         };
-        // A port found free can be taken before mariadbd binds it; then
-        // try another one.
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            server.port = free_port();
-            server.spawn(&mariadbd);
-            match server.wait_ready() {
-                Ok(()) => {
-                    if setup {
-                        server.setup();
-                    }
-                    return server;
-                }
-                Err(log) => last_log = log,
-            }
+        on_a_free_port("mariadbd", free_port, |port| {
+            server.port = port;
+            server.spawn(&mariadbd)
+        });
+        if setup {
+            server.setup();
         }
-        panic!("mariadbd did not start on a free port after 5 attempts; its last log:\n{last_log}");
+        server
     }
 
-    fn spawn(&mut self, mariadbd: &Path) {
+    /// Starts mariadbd and waits until it accepts connections. Returns the
+    /// server's log when it exited instead.
+    fn spawn(&mut self, mariadbd: &Path) -> Result<(), String> {
         let d = self.dir.path();
         let mut cmd = Command::new(mariadbd);
         cmd.arg("--no-defaults")
@@ -214,45 +207,34 @@ impl MysqlServer {
             .arg(format!("--ssl-key={}", d.join("server-key.pem").display()))
             .arg(format!("--ssl-ca={}", d.join("ca.pem").display()));
         }
-        let child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", mariadbd.display()));
-        self.child = Some(child);
-    }
-
-    /// Polls with real logins (root over the socket) until the server
-    /// answers. Returns the server's log when it exited instead.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_WITHIN;
+            .stderr(Stdio::null());
+        let mut running = Process::spawn(&mut cmd);
+        // Polls with real logins (root over the socket) until the server
+        // answers.
         let socket = self.socket();
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return Err(format!("mariadbd exited with {status}:\n{}", self.log()));
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "mariadbd did not accept connections on port {} within {READY_WITHIN:?}; its log:\n{}",
-                    self.port,
-                    self.log()
-                );
-            }
-            let s = socket.clone();
-            let ok = block_on(async move {
-                let login = tokio::time::timeout(Duration::from_secs(2), Conn::new(root_opts(&s)));
-                match login.await {
-                    Ok(Ok(conn)) => conn.disconnect().await.is_ok(),
-                    _ => false,
-                }
-            });
-            if ok {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let ready = process::wait_ready(
+            &mut running,
+            &format!("mariadbd on port {}", self.port),
+            READY_WITHIN,
+            Duration::from_millis(20),
+            || self.log(),
+            || {
+                let s = socket.clone();
+                block_on(async move {
+                    let login =
+                        tokio::time::timeout(Duration::from_secs(2), Conn::new(root_opts(&s)));
+                    match login.await {
+                        Ok(Ok(conn)) => conn.disconnect().await.map_err(|e| e.to_string()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("no answer within 2s".to_string()),
+                    }
+                })
+            },
+        );
+        self.process = running;
+        ready
     }
 
     fn setup(&self) {
@@ -291,19 +273,15 @@ impl MysqlServer {
 
     /// Kills the server at once (SIGKILL), as a crash would.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the server again on the same data directory and port, and
     /// waits until it accepts connections.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "the server is still running");
+        assert!(!self.process.is_running(), "the server is still running");
         let (mariadbd, _) = binaries();
-        self.spawn(&mariadbd);
-        if let Err(log) = self.wait_ready() {
+        if let Err(log) = self.spawn(&mariadbd) {
             panic!("mariadbd did not start again on port {}:\n{log}", self.port);
         }
     }
@@ -378,12 +356,6 @@ impl MysqlServer {
     }
 }
 
-impl Drop for MysqlServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Keeps the data directory small and start-up fast; no Linux AIO, whose
 /// system-wide contexts parallel servers could run out of.
 const SIZE_ARGS: &[&str] = &[
@@ -418,35 +390,10 @@ where
 }
 
 fn write_tls_files(dir: &Path, cert: &ServerCert) {
-    let chain: String = cert
-        .chain
-        .iter()
-        .map(|c| pem("CERTIFICATE", c.as_ref()))
-        .collect();
-    std::fs::write(dir.join("server-cert.pem"), chain).expect("write server-cert.pem");
-    std::fs::write(
-        dir.join("server-key.pem"),
-        pem("PRIVATE KEY", cert.key().secret_der()),
-    )
-    .expect("write server-key.pem");
+    std::fs::write(dir.join("server-cert.pem"), cert.chain_pem()).expect("write server-cert.pem");
+    std::fs::write(dir.join("server-key.pem"), cert.key_pem()).expect("write server-key.pem");
     let ca = cert.chain.last().expect("a chain with its CA");
     std::fs::write(dir.join("ca.pem"), pem("CERTIFICATE", ca.as_ref())).expect("write ca.pem");
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local address").port()
 }
 
 /// `mariadbd` and `mariadb-install-db`, from `PATH` or the usual places.

@@ -29,7 +29,6 @@
 //! closes and the watchdog shuts the server down and removes its directory.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -37,9 +36,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use tempfile::TempDir;
 
+use super::process::{self, free_port, log_to, on_a_free_port, Process};
 use super::targets::{self_signed, TestCa, Validity};
 
 pub const MONITOR_USER: &str = "monitor";
@@ -69,7 +68,7 @@ pub struct PgServer {
     sock: PathBuf,
     port: u16,
     ssl: bool,
-    child: Option<Child>,
+    process: Process,
     watchdog: Option<(Child, ChildStdin)>,
 }
 
@@ -150,7 +149,7 @@ impl PgServer {
             sock,
             port: 0,
             ssl: opts.ssl,
-            child: None,
+            process: Process::default(),
             watchdog: None,
         };
         server.start_on_a_free_port();
@@ -216,7 +215,7 @@ impl PgServer {
             sock,
             port: 0,
             ssl: primary.ssl,
-            child: None,
+            process: Process::default(),
             watchdog: None,
         };
         server.start_on_a_free_port();
@@ -309,16 +308,13 @@ impl PgServer {
     /// Shuts the server down (fast shutdown: sessions are ended, their
     /// clients told) and waits until it has exited.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, "INT");
-            let _ = child.wait();
-        }
+        self.process.stop_with("INT");
     }
 
     /// Starts the server again on the same data directory and port, and
     /// returns once it accepts a real login.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "the server is already running");
+        assert!(!self.process.is_running(), "the server is already running");
         if let Err(log) = self.spawn_and_wait() {
             panic!(
                 "PostgreSQL did not start again on port {}:\n{log}",
@@ -328,31 +324,17 @@ impl PgServer {
     }
 
     fn start_on_a_free_port(&mut self) {
-        let mut last = String::new();
-        // A port found free may be taken before the server binds it.
-        for _ in 0..5 {
-            self.port = free_port();
-            match self.spawn_and_wait() {
-                Ok(()) => {
-                    self.watch();
-                    return;
-                }
-                Err(log) => last = log,
-            }
-        }
-        panic!("PostgreSQL did not start on a free port after 5 attempts; its last log:\n{last}");
+        on_a_free_port("PostgreSQL", free_port, |port| {
+            self.port = port;
+            self.spawn_and_wait()
+        });
+        self.watch();
     }
 
     /// Starts `postgres` and polls with real logins until one succeeds.
     /// Returns the log when the server exits instead.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("postgres.log"))
-            .expect("open postgres.log");
-        give(&self.dir.path().join("postgres.log"), self.run_as);
-        let log2 = log.try_clone().expect("clone the log handle");
+        let log_path = self.dir.path().join("postgres.log");
         let ssl = if self.ssl {
             vec![
                 "-c",
@@ -365,58 +347,47 @@ impl PgServer {
         } else {
             vec!["-c", "ssl=off"]
         };
-        let child = as_postgres(
+        let mut cmd = as_postgres(
             Command::new(self.bin.join("postgres")),
             self.run_as,
             self.dir.path(),
-        )
-        .arg("-D")
-        .arg(&self.data)
-        .args(["-c", "listen_addresses=127.0.0.1"])
-        .arg("-c")
-        .arg(format!("port={}", self.port))
-        .arg("-c")
-        .arg(format!("unix_socket_directories={}", self.sock.display()))
-        .args([
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "shared_buffers=16MB",
-            "-c",
-            "max_connections=40",
-        ])
-        .args(ssl)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.join("postgres").display()));
-        self.child = Some(child);
-
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("postgres exited with {status}:\n{}", self.log()));
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "PostgreSQL did not accept a login on 127.0.0.1:{} within {READY_WITHIN:?}; its log:\n{}",
-                    self.port,
-                    self.log()
-                );
-            }
-            if self.login_works() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        );
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("port={}", self.port))
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", self.sock.display()))
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "shared_buffers=16MB",
+                "-c",
+                "max_connections=40",
+            ])
+            .args(ssl);
+        log_to(&mut cmd, &log_path);
+        give(&log_path, self.run_as);
+        let mut running = Process::spawn(&mut cmd);
+        let started = process::wait_ready(
+            &mut running,
+            &format!("PostgreSQL on 127.0.0.1:{}", self.port),
+            READY_WITHIN,
+            Duration::from_millis(20),
+            || self.log(),
+            || match self.login_works() {
+                true => Ok(()),
+                false => Err("no login yet".to_string()),
+            },
+        );
+        self.process = running;
+        started
     }
 
     /// One real login over TCP as `monitor`.
@@ -454,10 +425,7 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, "QUIT");
-            let _ = child.wait();
-        }
+        self.process.stop_with("QUIT");
         if let Some((mut child, stdin)) = self.watchdog.take() {
             drop(stdin);
             let _ = child.wait();
@@ -487,13 +455,6 @@ hostssl    all          tlsonly    127.0.0.1/32   scram-sha-256
 host       all          tlsonly    127.0.0.1/32   reject
 host       all          all        127.0.0.1/32   scram-sha-256
 ";
-
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status();
-}
 
 /// The newest `/usr/lib/postgresql/<version>/bin`, or `LOOKOUT_PG_BIN`.
 fn pg_bin() -> PathBuf {
@@ -597,29 +558,21 @@ fn single_user(bin: &Path, run_as: Option<(u32, u32)>, data: &Path, db: &str, sq
     );
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 /// The server's certificate and key (in the data directory, where
 /// PostgreSQL wants them owned by its user and private) and the CA files
 /// the tests point `ca:` at.
 fn write_certificates(dir: &Path, data: &Path, run_as: Option<(u32, u32)>) {
     let ca = TestCa::new();
     let cert = ca.issue(&["localhost", "127.0.0.1"], Validity::days_left(90));
-    let chain: String = cert.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-    write_owned(&data.join("server.crt"), chain.as_bytes(), run_as, 0o644);
-    let key = cert.key();
+    write_owned(
+        &data.join("server.crt"),
+        cert.chain_pem().as_bytes(),
+        run_as,
+        0o644,
+    );
     write_owned(
         &data.join("server.key"),
-        pem("PRIVATE KEY", key.secret_der()).as_bytes(),
+        cert.key_pem().as_bytes(),
         run_as,
         0o600,
     );
@@ -629,16 +582,8 @@ fn write_certificates(dir: &Path, data: &Path, run_as: Option<(u32, u32)>) {
     let other = self_signed(&["lookout-other-ca.invalid"]);
     write_owned(
         &dir.join("other-ca.pem"),
-        pem("CERTIFICATE", &other.chain[0]).as_bytes(),
+        other.chain_pem().as_bytes(),
         run_as,
         0o644,
     );
-}
-
-/// A free loopback TCP port.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

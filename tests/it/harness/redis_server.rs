@@ -11,12 +11,12 @@
 //! client ([`RedisServer::admin`]), logged in as the default user.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use tempfile::TempDir;
 
+use super::process::{self, free_port, log_to, on_a_free_port, Process};
 use super::targets::{TestCa, Validity, NAMES};
 
 /// Overrides where `redis-server` is looked for (otherwise `PATH`).
@@ -55,12 +55,10 @@ impl Builder {
     /// 127.0.0.1 issued by `ca`.
     pub fn tls(mut self, ca: &TestCa) -> Builder {
         let cert = ca.issue(NAMES, Validity::days_left(90));
-        let cert_pem: String = cert.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-        let key_pem = pem("PRIVATE KEY", cert.key().secret_der());
         self.tls = Some(TlsFiles {
             ca_pem: ca.pem.clone(),
-            cert_pem,
-            key_pem,
+            cert_pem: cert.chain_pem(),
+            key_pem: cert.key_pem(),
         });
         self
     }
@@ -74,14 +72,11 @@ impl Builder {
     /// Starts the server on a free port and waits until it answers PING.
     pub fn start(self) -> RedisServer {
         let binary = redis_binary();
-        let mut last_log = String::new();
-        // A port found free can be taken before redis binds it; then try
-        // another one.
-        for _ in 0..5 {
+        on_a_free_port("redis-server", free_port, |port| {
             let dir = tempfile::tempdir().expect("temporary directory for redis");
             let mut server = RedisServer {
-                child: None,
-                port: free_port(),
+                process: Process::default(),
+                port,
                 binary: binary.clone(),
                 args: Vec::new(),
                 password: self.password.clone(),
@@ -89,14 +84,8 @@ impl Builder {
                 dir,
             };
             server.args = self.args(&server);
-            match server.spawn() {
-                Ok(()) => return server,
-                Err(log) => last_log = log,
-            }
-        }
-        panic!(
-            "redis-server did not start on a free port after 5 attempts; its last log:\n{last_log}"
-        );
+            server.spawn().map(|()| server)
+        })
     }
 
     fn args(&self, server: &RedisServer) -> Vec<String> {
@@ -144,7 +133,8 @@ impl Builder {
 
 /// A running redis-server. Killed when dropped.
 pub struct RedisServer {
-    child: Option<Child>,
+    /// First, so that it is killed before its directory is removed.
+    process: Process,
     port: u16,
     binary: PathBuf,
     args: Vec<String>,
@@ -184,16 +174,13 @@ impl RedisServer {
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.id()
     }
 
     /// Kills the server (SIGKILL, so clients see their connections drop
     /// as when a machine dies) and waits until it is gone.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the server again on the same port with the same configuration
@@ -272,57 +259,30 @@ impl RedisServer {
         }
     }
 
+    /// Starts the process and polls with PING until the server answers.
+    /// Returns the server's log when it exited instead (e.g. its port was
+    /// taken).
     fn spawn(&mut self) -> Result<(), String> {
         let log_path = self.dir.path().join("redis.log");
-        let log = std::fs::File::create(&log_path).expect("create redis.log");
-        let log2 = log.try_clone().expect("clone log handle");
-        let child = Command::new(&self.binary)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        self.wait_ready(Duration::from_secs(10))
-    }
-
-    /// Polls with PING until the server answers. Returns the server's log
-    /// when it exited instead (e.g. its port was taken).
-    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        let log = |dir: &Path| std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-        loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    self.child = None;
-                    return Err(format!(
-                        "redis-server exited with {status}:\n{}",
-                        log(self.dir.path())
-                    ));
-                }
-            }
-            let answered = self
-                .try_admin(Duration::from_millis(500))
-                .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con));
-            if answered.is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "redis-server did not answer PING on port {} within {within:?} ({answered:?}); its log:\n{}",
-                    self.port,
-                    log(self.dir.path())
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
+        let mut running = Process::spawn(log_to(
+            Command::new(&self.binary).args(&self.args),
+            &log_path,
+        ));
+        let answered = process::wait_ready(
+            &mut running,
+            &format!("redis-server on port {}", self.port),
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || std::fs::read_to_string(&log_path).unwrap_or_default(),
+            || {
+                self.try_admin(Duration::from_millis(500))
+                    .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        );
+        self.process = running;
+        answered
     }
 }
 
@@ -379,23 +339,6 @@ fn redis_binary() -> PathBuf {
                  at the binary"
             )
         })
-}
-
-/// A free loopback TCP port (free when checked).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local address").port()
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// How many bytes sit unread in the sockets of established connections to

@@ -5,7 +5,8 @@
 //! request per connection, and runs until the [`Target`] is dropped: dropping
 //! it aborts the accept loop and, with it, every connection task.
 //! Certificates for the TLS variants come from [`TestCa`] and
-//! [`self_signed`] (rcgen, ring).
+//! [`self_signed`] (rcgen, ring); [`ServerCert`] also writes them as PEM for
+//! the servers the other harness modules start.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -420,6 +421,29 @@ impl ServerCert {
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
+
+    /// The chain as PEM, leaf first: what a server's certificate file holds.
+    pub fn chain_pem(&self) -> String {
+        self.chain.iter().map(|c| pem("CERTIFICATE", c)).collect()
+    }
+
+    /// The key as PEM (PKCS #8): what a server's key file holds.
+    pub fn key_pem(&self) -> String {
+        pem("PRIVATE KEY", &self.key_der)
+    }
+}
+
+/// DER bytes as a PEM block with `label` (`CERTIFICATE`, `PRIVATE KEY`).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// Validity of a test certificate, as calendar dates (UTC midnight).
