@@ -6,10 +6,12 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod expect;
+pub mod notify;
 pub mod probe;
 pub mod redact;
 pub mod result;

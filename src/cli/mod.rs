@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod history;
+pub mod notify_test;
 pub mod output;
 pub mod probe;
 pub mod run;
@@ -59,6 +60,8 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Recent results, uptime and latency percentiles from the database.
     History(history::HistoryArgs),
+    /// Send a test notice through one notifier and report its answer.
+    NotifyTest(notify_test::NotifyTestArgs),
 }
 
 /// How a command ended, as the process exit status.
@@ -128,5 +131,6 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Run => rt.block_on(run::run(&cli)),
         Command::Probe(args) => rt.block_on(probe::run(&cli, args)),
         Command::History(args) => history::run(&cli, args),
+        Command::NotifyTest(args) => rt.block_on(notify_test::run(&cli, args)),
     }
 }

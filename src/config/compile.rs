@@ -28,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "notifiers",
     "include",
     "probes",
+    "maintenance",
 ];
 const INCLUDED_TOP_KEYS: &[&str] = &["probes"];
 const PROBE_COMMON_KEYS: &[&str] = &[
@@ -167,7 +168,13 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Co
     };
     check_notify(cx, &outlines, &declared);
 
+    let maintenance = top
+        .get("maintenance")
+        .map(|n| crate::alert::maintenance::compile(cx, n))
+        .unwrap_or_default();
+
     Some(Config {
+        maintenance,
         main_file: path.to_path_buf(),
         files,
         storage: storage?,
@@ -219,11 +226,12 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
     let mut server = Server {
         listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
         token: None,
+        public_url: None,
     };
     let Some(node) = top.get("server") else {
         return Some(server);
     };
-    let m = cx.map(node, "server", &["listen", "token"])?;
+    let m = cx.map(node, "server", &["listen", "token", "public_url"])?;
     if let Some(l) = m.str(cx, "listen") {
         match l.parse::<SocketAddr>() {
             Ok(a) => server.listen = a,
@@ -240,6 +248,19 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
         }
     }
     server.token = m.str(cx, "token");
+    if let Some(u) = m.str(cx, "public_url") {
+        match url::Url::parse(&u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                server.public_url = Some(u.trim_end_matches('/').to_string());
+            }
+            Ok(parsed) => m.error_at(
+                cx,
+                "public_url",
+                format!("expected an http:// or https:// URL, found scheme `{}`", parsed.scheme()),
+            ),
+            Err(e) => m.error_at(cx, "public_url", format!("invalid URL: {e}")),
+        }
+    }
     Some(server)
 }
 

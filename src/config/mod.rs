@@ -36,6 +36,8 @@ pub struct Config {
     pub scheduler: SchedulerSettings,
     pub notifiers: BTreeMap<String, Notifier>,
     pub probes: Vec<ProbeSpec>,
+    /// Maintenance windows that silence notices while they last.
+    pub maintenance: Vec<crate::alert::maintenance::MaintenanceWindow>,
 }
 
 impl Config {
@@ -59,6 +61,9 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Bearer token the API requires, when set.
     pub token: Option<String>,
+    /// The URL people reach the status page at, for links in notices
+    /// (e.g. `https://lookout.example.com`); no trailing slash.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

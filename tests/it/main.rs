@@ -6,11 +6,13 @@
 
 mod harness;
 
+mod alert;
 mod cli;
 mod config;
 mod dns;
 mod http;
 mod mysql;
+mod notify;
 mod postgres;
 mod redis;
 mod scheduler;
