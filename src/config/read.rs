@@ -25,6 +25,10 @@ pub struct Cx {
     env: EnvLookup,
     /// Directory that relative `${file:...}` paths are resolved against.
     pub base_dir: PathBuf,
+    /// Whether substituted values are registered as secrets (always, except
+    /// in property tests, whose random values would otherwise mask ordinary
+    /// words in every later message of the test process).
+    pub register_secrets: bool,
 }
 
 impl Default for Cx {
@@ -39,6 +43,7 @@ impl Cx {
             diags: Diagnostics::default(),
             env,
             base_dir: PathBuf::from("."),
+            register_secrets: true,
         }
     }
 
@@ -281,7 +286,9 @@ impl Cx {
             rest = &inner_and_tail[close + 1..];
             match self.resolve(inner) {
                 Ok(v) => {
-                    crate::redact::register(&v);
+                    if self.register_secrets {
+                        crate::redact::register(&v);
+                    }
                     out.push_str(&v);
                 }
                 Err(e) => {
