@@ -1,4 +1,15 @@
 //! Alerting: per-probe state (pending, up, down), incidents, dependency
-//! causes, maintenance windows and reminders. (Being written: issue 4.)
+//! causes, maintenance windows and reminders.
+//!
+//! [`state`] is the pure per-probe state machine; [`engine`] runs one for
+//! every probe, applies dependencies, maintenance windows and `alert`
+//! settings, and turns transitions into [`crate::notify::Notice`]s, one per
+//! notifier. Everything takes the current time as an argument, so the logic
+//! is tested without sleeping.
 
+pub mod engine;
 pub mod maintenance;
+pub mod state;
+
+pub use engine::{Engine, Outgoing};
+pub use state::{Incident, ProbeState, Status};

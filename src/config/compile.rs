@@ -172,6 +172,10 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Co
         .get("maintenance")
         .map(|n| crate::alert::maintenance::compile(cx, n))
         .unwrap_or_default();
+    let known: Vec<&str> = outlines.iter().map(|o| o.name.as_str()).collect();
+    for (pos, key, msg) in crate::alert::maintenance::unknown_probes(&maintenance, &known) {
+        cx.error(&pos, &key, msg);
+    }
 
     Some(Config {
         maintenance,
@@ -256,7 +260,10 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
             Ok(parsed) => m.error_at(
                 cx,
                 "public_url",
-                format!("expected an http:// or https:// URL, found scheme `{}`", parsed.scheme()),
+                format!(
+                    "expected an http:// or https:// URL, found scheme `{}`",
+                    parsed.scheme()
+                ),
             ),
             Err(e) => m.error_at(cx, "public_url", format!("invalid URL: {e}")),
         }

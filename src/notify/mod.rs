@@ -8,12 +8,24 @@
 //! to notify (that is `alert`), never touches the database, and never puts a
 //! secret in a message.
 
+pub mod render;
+
+mod email;
+mod http;
+mod slack;
+mod webhook;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Notifier;
+use crate::probe::tlsutil::CustomCa;
 use crate::result::Failure;
 
 /// Why a notice is sent.
@@ -75,6 +87,132 @@ pub struct SendError {
     pub retry_after: Option<Duration>,
     /// One line for the log and the outbox row; never holds a secret.
     pub message: String,
+}
+
+impl Notice {
+    /// The notice `lookout notify-test` sends through notifier `name`.
+    pub fn test(name: &str, link: Option<String>) -> Notice {
+        let now = Utc::now();
+        Notice {
+            kind: NoticeKind::Test,
+            probe: "lookout-test".into(),
+            state: "up".into(),
+            probe_kind: "test".into(),
+            target: format!("notifier {name}"),
+            since: now,
+            down_for: None,
+            first_failure: None,
+            last_failure: None,
+            last_latency: None,
+            streak: 0,
+            dependents: Vec::new(),
+            incident: None,
+            link,
+            labels: BTreeMap::new(),
+            at: now,
+        }
+    }
+}
+
+impl SendError {
+    /// Retrying may help (later).
+    pub fn transient(message: impl Into<String>) -> SendError {
+        SendError {
+            permanent: false,
+            retry_after: None,
+            message: crate::redact::redact(&message.into()),
+        }
+    }
+
+    /// Retrying cannot help.
+    pub fn permanent(message: impl Into<String>) -> SendError {
+        SendError {
+            permanent: true,
+            retry_after: None,
+            message: crate::redact::redact(&message.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        match (self.permanent, self.retry_after) {
+            (true, _) => f.write_str(" (permanent)"),
+            (false, Some(d)) => write!(f, " (retry after {})", crate::duration::human(d)),
+            (false, None) => f.write_str(" (will retry)"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// The bound on one HTTP delivery (connect, send, answer) and on each SMTP
+/// command's answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to deliver, beyond what the notifier's configuration says.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Extra trust anchors (added to the system's) for the SMTP server or
+    /// the webhook's HTTPS server.
+    pub ca: Option<Arc<CustomCa>>,
+    /// Bound on an HTTP delivery, and on each SMTP exchange.
+    pub timeout: Duration,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            ca: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl SendOptions {
+    /// Options trusting the CA certificates in `pem` besides the system's.
+    pub fn with_ca_pem(pem: &str) -> Result<SendOptions, String> {
+        let mut certs = Vec::new();
+        for item in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            certs.push(item.map_err(|e| format!("CA PEM is not valid: {e}"))?);
+        }
+        if certs.is_empty() {
+            return Err("CA PEM holds no certificate".into());
+        }
+        Ok(SendOptions {
+            ca: Some(Arc::new(CustomCa {
+                path: "(inline CA)".into(),
+                certs,
+            })),
+            ..SendOptions::default()
+        })
+    }
+}
+
+/// Delivers `notice` through `notifier` with default options. `Ok` holds
+/// the receiver's answer on one line (`250 2.0.0 Ok: queued`, `HTTP 200: ok`).
+pub async fn send(notifier: &Notifier, notice: &Notice) -> Result<String, SendError> {
+    send_with(notifier, notice, &SendOptions::default()).await
+}
+
+/// [`send`] with explicit options (extra CA, timeout).
+pub async fn send_with(
+    notifier: &Notifier,
+    notice: &Notice,
+    opts: &SendOptions,
+) -> Result<String, SendError> {
+    let notice = render::redacted(notice);
+    let answer = match notifier {
+        Notifier::Email { smtp, from, to } => email::send(smtp, from, to, &notice, opts).await,
+        Notifier::Slack { webhook } => slack::send(webhook, &notice, opts).await,
+        Notifier::Webhook {
+            url,
+            headers,
+            secret,
+        } => webhook::send(url, headers, secret.as_deref(), &notice, opts).await,
+    }?;
+    Ok(crate::redact::redact(&answer))
 }
 
 mod opt_secs {

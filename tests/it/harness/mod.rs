@@ -8,7 +8,9 @@ pub mod dns_server;
 pub mod mysql_server;
 pub mod postgres_server;
 pub mod process;
+pub mod recorder;
 pub mod redis_server;
+pub mod smtp_server;
 pub mod targets;
 
 use std::time::Duration;

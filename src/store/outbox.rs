@@ -1,0 +1,307 @@
+//! The notice outbox table: one row per notice per notifier, written before
+//! anything is sent, so a notice survives a restart or a crash.
+//!
+//! A row is `pending` until the notifier accepts it (`delivered`, with the
+//! receiver's answer), a permanent error ends it (`failed`, with the
+//! reason), or it waited longer than the outbox allows (`expired`, with the
+//! reason). Only pending rows are ever sent. The policy (when to send, how
+//! long to wait between attempts) lives in [`crate::alert::outbox`]; this
+//! module only stores.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{limit_param, Store, StoreError};
+use crate::alert::Outgoing;
+use crate::notify::{Notice, NoticeKind};
+
+/// Where a row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    Pending,
+    Delivered,
+    Failed,
+    Expired,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Failed => "failed",
+            OutboxStatus::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<OutboxStatus> {
+        Some(match s {
+            "pending" => OutboxStatus::Pending,
+            "delivered" => OutboxStatus::Delivered,
+            "failed" => OutboxStatus::Failed,
+            "expired" => OutboxStatus::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// One stored notice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub notifier: String,
+    pub probe: String,
+    /// The notice's kind (`opened`, `reminder`, `resolved`, `test`).
+    pub kind: String,
+    /// The notice as JSON; read it with [`OutboxRow::notice`].
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    /// Delivery attempts concluded so far (the one that delivered or failed
+    /// the row included).
+    pub attempts: u32,
+    pub status: OutboxStatus,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The receiver's answer, once delivered.
+    pub answer: Option<String>,
+}
+
+impl OutboxRow {
+    /// Decodes the stored notice.
+    pub fn notice(&self) -> Result<Notice, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+}
+
+/// How many rows are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub expired: u64,
+}
+
+const ROW_COLUMNS: &str = "id, notifier, probe, kind, payload, created_at, next_attempt_at, \
+     attempts, status, last_error, delivered_at, answer";
+
+fn kind_str(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Opened => "opened",
+        NoticeKind::Reminder => "reminder",
+        NoticeKind::Resolved => "resolved",
+        NoticeKind::Test => "test",
+    }
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Store {
+    /// Stores `items` as pending rows due at `now`, in one transaction: all
+    /// of them or none. Returns their ids, in order.
+    pub fn enqueue(
+        &mut self,
+        items: &[Outgoing],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = &self.path;
+        let sql = |e| StoreError::sqlite(path, e);
+        let mut payloads = Vec::with_capacity(items.len());
+        for item in items {
+            let json = serde_json::to_string(&item.notice).map_err(|e| StoreError::Sqlite {
+                path: path.clone(),
+                error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+            payloads.push(json);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let mut ids = Vec::with_capacity(items.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO outbox (notifier, probe, kind, payload, created_at, \
+                     next_attempt_at, attempts, status) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 'pending')",
+                )
+                .map_err(sql)?;
+            let at = now.timestamp_millis();
+            for (item, payload) in items.iter().zip(&payloads) {
+                insert
+                    .execute(params![
+                        item.notifier,
+                        item.notice.probe,
+                        kind_str(item.notice.kind),
+                        payload,
+                        at
+                    ])
+                    .map_err(sql)?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(ids)
+    }
+
+    fn outbox_rows(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params, |row| {
+                let status: String = row.get(8)?;
+                Ok((
+                    OutboxRow {
+                        id: row.get(0)?,
+                        notifier: row.get(1)?,
+                        probe: row.get(2)?,
+                        kind: row.get(3)?,
+                        payload: row.get(4)?,
+                        created_at: from_ms(row.get(5)?),
+                        next_attempt_at: from_ms(row.get(6)?),
+                        attempts: u32::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+                        status: OutboxStatus::Pending,
+                        last_error: row.get(9)?,
+                        delivered_at: row.get::<_, Option<i64>>(10)?.map(from_ms),
+                        answer: row.get(11)?,
+                    },
+                    status,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut row, status) = row.map_err(|e| self.err(e))?;
+            row.status = OutboxStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("outbox row {} has an unknown status `{status}`", row.id),
+            })?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Pending rows whose next attempt is due at `now`, the earliest first,
+    /// at most `limit` of them.
+    pub fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM outbox WHERE status = 'pending' \
+             AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2"
+        );
+        self.outbox_rows(&sql, params![now.timestamp_millis(), limit_param(limit)])
+    }
+
+    /// One row by id.
+    pub fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?1");
+        Ok(self.outbox_rows(&sql, [id])?.into_iter().next())
+    }
+
+    /// The notifier accepted the row: it is delivered, with its answer. The
+    /// attempt that delivered it is counted.
+    pub fn mark_delivered(
+        &self,
+        id: i64,
+        answer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, \
+                 delivered_at = ?2, answer = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, now.timestamp_millis(), answer]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A transient failure: the row stays pending, has been tried
+    /// `attempts` times, and is due again at `next_attempt_at`.
+    pub fn reschedule(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 \
+                 WHERE id = ?1 AND status = 'pending'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    i64::from(attempts),
+                    next_attempt_at.timestamp_millis(),
+                    error
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A permanent failure: the row is never sent again. The attempt that
+    /// failed it is counted.
+    pub fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, \
+                 last_error = ?2 WHERE id = ?1 AND status = 'pending'",
+            )
+            .and_then(|mut s| s.execute(params![id, error]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Pending rows created before `created_before` become `expired`, with
+    /// the reason (and the last error, if any) in `last_error`. Returns how
+    /// many expired.
+    pub fn expire_older_than(&self, created_before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET status = 'expired', last_error = \
+                 'expired: not delivered after ' || attempts || ' attempt(s) before the \
+                 outbox max age' || coalesce('; last error: ' || last_error, '') \
+                 WHERE status = 'pending' AND created_at < ?1",
+            )
+            .and_then(|mut s| s.execute([created_before.timestamp_millis()]))
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many rows are in each status.
+    pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, count(*) FROM outbox GROUP BY status")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut counts = OutboxCounts::default();
+        for row in rows {
+            let (status, n) = row.map_err(|e| self.err(e))?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match OutboxStatus::parse(&status) {
+                Some(OutboxStatus::Pending) => counts.pending = n,
+                Some(OutboxStatus::Delivered) => counts.delivered = n,
+                Some(OutboxStatus::Failed) => counts.failed = n,
+                Some(OutboxStatus::Expired) => counts.expired = n,
+                None => {}
+            }
+        }
+        Ok(counts)
+    }
+}
