@@ -2,33 +2,21 @@
 //! with the ring provider (system roots plus an optional extra CA), one
 //! bounded POST, and the classification of its outcome.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::Resumption;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 
 use super::{SendError, SendOptions};
 
 /// The answer body shown to people is cut to this many characters.
 const ANSWER_MAX: usize = 200;
 
-fn system_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let mut store = RootCertStore::empty();
-        store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if store.is_empty() {
-            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        store
-    })
-}
-
 /// A rustls configuration on the ring provider trusting the system's roots
 /// and `opts.ca`.
 pub(super) fn tls_config(opts: &SendOptions) -> Result<ClientConfig, String> {
-    let mut roots = system_roots().clone();
+    let mut roots = crate::probe::tlsutil::system_roots().clone();
     if let Some(ca) = &opts.ca {
         for c in &ca.certs {
             roots

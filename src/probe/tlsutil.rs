@@ -122,7 +122,8 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The system's trust anchors, or webpki-roots' when the system has none.
 /// Loaded once: reading and parsing the system store costs milliseconds.
-fn system_roots() -> &'static RootCertStore {
+/// Also used by the notifiers' HTTP client.
+pub fn system_roots() -> &'static RootCertStore {
     static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let mut store = RootCertStore::empty();
