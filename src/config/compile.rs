@@ -336,7 +336,7 @@ fn compile_notifiers(cx: &mut Cx, top: &Map<'_>) -> BTreeMap<String, Notifier> {
 
 fn compile_email(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> {
     let node = parent.get("email")?;
-    let m = cx.map(node, &join(path, "email"), &["smtp", "from", "to"])?;
+    let m = cx.map(node, &join(path, "email"), &["smtp", "from", "to", "ca"])?;
     let smtp = m.required_str(cx, "smtp");
     if let Some(s) = &smtp {
         match url::Url::parse(s) {
@@ -368,10 +368,12 @@ fn compile_email(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> 
             }
         }
     }
+    let ca = notifier_ca(cx, &m);
     Some(Notifier::Email {
         smtp: smtp?,
         from: from?,
         to: to?,
+        ca: ca?,
     })
 }
 
@@ -385,14 +387,39 @@ fn compile_slack(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> 
 
 fn compile_webhook(cx: &mut Cx, parent: &Map<'_>, path: &str) -> Option<Notifier> {
     let node = parent.get("webhook")?;
-    let m = cx.map(node, &join(path, "webhook"), &["url", "headers", "secret"])?;
+    let m = cx.map(
+        node,
+        &join(path, "webhook"),
+        &["url", "headers", "secret", "ca"],
+    )?;
     let url = m.required_str(cx, "url")?;
     check_http_url(cx, &m, "url", &url)?;
     Some(Notifier::Webhook {
         url,
         headers: m.string_map(cx, "headers").unwrap_or_default(),
         secret: m.str(cx, "secret"),
+        ca: notifier_ca(cx, &m)?,
     })
+}
+
+/// A notifier's `ca` key: a PEM file of extra trusted CA certificates,
+/// relative to the main file, read and checked now. `Some(None)` when the
+/// key is absent, `None` after reporting an error.
+fn notifier_ca(
+    cx: &mut Cx,
+    m: &Map<'_>,
+) -> Option<Option<std::sync::Arc<crate::probe::tlsutil::CustomCa>>> {
+    let Some(path) = m.str(cx, "ca") else {
+        return Some(None);
+    };
+    let full = resolve_path(&cx.base_dir.clone(), &path);
+    match crate::probe::tlsutil::load_ca(&full) {
+        Ok(ca) => Some(Some(std::sync::Arc::new(ca))),
+        Err(e) => {
+            m.error_at(cx, "ca", e);
+            None
+        }
+    }
 }
 
 fn check_http_url(cx: &mut Cx, m: &Map<'_>, key: &str, value: &str) -> Option<()> {

@@ -85,6 +85,8 @@ pub enum Notifier {
         smtp: String,
         from: String,
         to: Vec<String>,
+        /// Extra CA certificates trusted for the SMTP server's TLS.
+        ca: Option<std::sync::Arc<crate::probe::tlsutil::CustomCa>>,
     },
     Slack {
         webhook: String,
@@ -94,10 +96,20 @@ pub enum Notifier {
         headers: BTreeMap<String, String>,
         /// Key for the HMAC signature header, when set.
         secret: Option<String>,
+        /// Extra CA certificates trusted for the receiver's TLS.
+        ca: Option<std::sync::Arc<crate::probe::tlsutil::CustomCa>>,
     },
 }
 
 impl Notifier {
+    /// The extra CA certificates this notifier trusts, if configured.
+    pub fn ca(&self) -> Option<std::sync::Arc<crate::probe::tlsutil::CustomCa>> {
+        match self {
+            Notifier::Email { ca, .. } | Notifier::Webhook { ca, .. } => ca.clone(),
+            Notifier::Slack { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Notifier::Email { .. } => "email",

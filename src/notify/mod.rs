@@ -193,7 +193,11 @@ impl SendOptions {
 /// Delivers `notice` through `notifier` with default options. `Ok` holds
 /// the receiver's answer on one line (`250 2.0.0 Ok: queued`, `HTTP 200: ok`).
 pub async fn send(notifier: &Notifier, notice: &Notice) -> Result<String, SendError> {
-    send_with(notifier, notice, &SendOptions::default()).await
+    let opts = SendOptions {
+        ca: notifier.ca(),
+        ..SendOptions::default()
+    };
+    send_with(notifier, notice, &opts).await
 }
 
 /// [`send`] with explicit options (extra CA, timeout).
@@ -204,12 +208,15 @@ pub async fn send_with(
 ) -> Result<String, SendError> {
     let notice = render::redacted(notice);
     let answer = match notifier {
-        Notifier::Email { smtp, from, to } => email::send(smtp, from, to, &notice, opts).await,
+        Notifier::Email { smtp, from, to, .. } => {
+            email::send(smtp, from, to, &notice, opts).await
+        }
         Notifier::Slack { webhook } => slack::send(webhook, &notice, opts).await,
         Notifier::Webhook {
             url,
             headers,
             secret,
+            ..
         } => webhook::send(url, headers, secret.as_deref(), &notice, opts).await,
     }?;
     Ok(crate::redact::redact(&answer))

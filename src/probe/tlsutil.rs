@@ -45,7 +45,7 @@ pub struct TlsOptions {
 
 /// A PEM file of CA certificates, read and checked when the configuration
 /// is compiled.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct CustomCa {
     pub path: PathBuf,
     pub certs: Vec<CertificateDer<'static>>,

@@ -63,6 +63,7 @@ fn email(url: String) -> Notifier {
         smtp: url,
         from: "Lookout <lookout@example.com>".into(),
         to: vec!["ops@example.com".into(), "oncall@example.com".into()],
+        ca: None,
     }
 }
 
@@ -350,6 +351,7 @@ async fn webhook_body_is_the_notice_signed_with_the_secret() {
             ("Authorization".to_string(), "Bearer abc".to_string()),
         ]),
         secret: Some("whsec-1234".into()),
+        ca: None,
     };
     let sent = notice(NoticeKind::Reminder);
     let answer = notify::send(&n, &sent).await.expect("sent");
@@ -380,6 +382,7 @@ async fn webhook_body_is_the_notice_signed_with_the_secret() {
         url: rec.url("/plain"),
         headers: BTreeMap::new(),
         secret: None,
+        ca: None,
     };
     notify::send(&plain, &sent).await.expect("sent");
     assert_eq!(rec.requests()[1].header("x-lookout-signature"), None);
@@ -408,6 +411,7 @@ fn secrets_never_leave_in_any_notifier() {
             url: rec.url("/w"),
             headers: BTreeMap::new(),
             secret: None,
+            ca: None,
         };
         notify::send(&hook, &n).await.expect("webhook");
         let mut delivered: Vec<String> = rec.requests().iter().map(|r| r.text()).collect();
@@ -498,4 +502,40 @@ async fn notify_test_prints_the_answer_or_the_error() {
         "{err}"
     );
     assert_eq!(rec.requests().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_email_ca_key_trusts_a_private_smtp_server() {
+    let ca = TestCa::new();
+    let server = SmtpServer::builder()
+        .starttls(&ca)
+        .auth("alice", "s3cret-pw")
+        .start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write CA");
+    let cfg = dir.path().join("lookout.yaml");
+    let main = |with_ca: bool| {
+        format!(
+            "notifiers:\n  mail:\n    email:\n      smtp: \"smtp://alice:s3cret-pw@127.0.0.1:{}?tls=required\"\n      from: \"Lookout <lookout@example.com>\"\n      to: [ops@example.com]\n{}",
+            server.port,
+            if with_ca { "      ca: ca.pem\n" } else { "" }
+        )
+    };
+    // Without the CA the private certificate is not trusted.
+    std::fs::write(&cfg, main(false)).expect("write config");
+    let (code, out, err) = notify_test(&cfg, &["mail"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(server.messages().is_empty());
+    // With `ca:` (relative to the main file) it is, and the notice arrives.
+    std::fs::write(&cfg, main(true)).expect("write config");
+    let (code, out, err) = notify_test(&cfg, &["mail"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let msgs = server.messages();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].tls() && msgs[0].authenticated());
+    // A missing CA file is a configuration error naming the key.
+    std::fs::write(&cfg, main(true).replace("ca.pem", "missing.pem")).expect("write config");
+    let (code, _, err) = notify_test(&cfg, &["mail"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("notifiers.mail.email.ca"), "{err}");
 }
