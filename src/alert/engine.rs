@@ -56,6 +56,8 @@ pub struct Engine {
     order: Vec<String>,
     windows: Vec<MaintenanceWindow>,
     public_url: Option<String>,
+    /// Incidents resolved and not yet taken by [`Engine::take_closed`].
+    closed: Vec<(String, Incident)>,
 }
 
 impl Engine {
@@ -91,12 +93,26 @@ impl Engine {
                 .public_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
+            closed: Vec::new(),
         }
     }
 
     /// The state of one probe, if it is configured.
     pub fn state(&self, name: &str) -> Option<&ProbeState> {
         self.probes.get(name).map(|p| &p.state)
+    }
+
+    /// Incidents resolved since the last call, with their probe, for the
+    /// incident history.
+    pub fn take_closed(&mut self) -> Vec<(String, Incident)> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Puts back incidents taken by [`Engine::take_closed`] that could not
+    /// be saved, so the next save writes them.
+    pub fn return_closed(&mut self, mut closed: Vec<(String, Incident)>) {
+        closed.append(&mut self.closed);
+        self.closed = closed;
     }
 
     /// Every probe's state, by name.
@@ -152,6 +168,7 @@ impl Engine {
                 }
             }
             Transition::Resolved(inc) => {
+                self.closed.push((name.to_string(), inc.clone()));
                 let released = self.dependents(name);
                 if inc.notified && self.enabled(name) {
                     let notice =

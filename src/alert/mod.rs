@@ -9,6 +9,8 @@
 
 pub mod engine;
 pub mod maintenance;
+pub mod outbox;
+pub mod runner;
 pub mod state;
 
 pub use engine::{Engine, Outgoing};

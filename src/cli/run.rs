@@ -1,7 +1,9 @@
 //! `lookout run`: the daemon. Loads the configuration, opens the database,
-//! starts the recorder, the HTTP server and the scheduler, and on SIGTERM or
-//! SIGINT stops starting probes, lets running ones finish (each is bounded
-//! by its timeout), flushes results and exits 0. A second signal exits at
+//! starts the recorder, the alerting task (with the states the previous
+//! process saved), the outbox, the HTTP server and the scheduler, and on
+//! SIGTERM or SIGINT stops starting probes, lets running ones finish (each
+//! is bounded by its timeout), saves the alerting state, gives the outbox a
+//! bounded moment, flushes results and exits 0. A second signal exits at
 //! once.
 
 use std::sync::atomic::Ordering;
@@ -11,6 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{load_config, Cli, Exit};
+use crate::alert::outbox::{spawn_outbox, OutboxSettings};
+use crate::alert::runner::spawn_alerting;
 use crate::config::ProbeSpec;
 use crate::result::ProbeResult;
 use crate::scheduler::{self, RunMeta, Sink};
@@ -39,8 +43,45 @@ pub async fn run(cli: &Cli) -> Exit {
         }
     };
 
+    // Alerting and the outbox use their own connections to the same file
+    // (WAL: they never block the recorder's writes for long).
+    let open_second = |what: &'static str| {
+        let path = cfg.storage.sqlite.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || Store::open(&path)).await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(format!("lookout: {what}: {e}")),
+                Err(e) => Err(format!("lookout: {what}: opening the database failed: {e}")),
+            }
+        }
+    };
+    let (alert_store, outbox_store) =
+        match (open_second("alerting").await, open_second("outbox").await) {
+            (Ok(a), Ok(o)) => (a, o),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{e}");
+                return Exit::Failed;
+            }
+        };
+
     let shutdown = CancellationToken::new();
     let recorder_stop = CancellationToken::new();
+    let alert_stop = CancellationToken::new();
+    let outbox_stop = CancellationToken::new();
+    let (outbox, outbox_task) = spawn_outbox(
+        outbox_store,
+        cfg.notifiers.clone(),
+        OutboxSettings::default(),
+        outbox_stop.clone(),
+    );
+    let (alerts, alert_task) =
+        match spawn_alerting(&cfg, alert_store, outbox.clone(), alert_stop.clone()).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("lookout: cannot restore the alerting state: {e}");
+                return Exit::Failed;
+            }
+        };
     let settings = RecorderSettings::from(&cfg.storage);
     let (recorder, recorder_task) = spawn_recorder(store, settings, recorder_stop.clone());
 
@@ -73,9 +114,11 @@ pub async fn run(cli: &Cli) -> Exit {
     let sink: Sink = {
         let live = live.clone();
         let recorder = recorder.clone();
+        let alerts = alerts.clone();
         Arc::new(move |r: ProbeResult, meta: RunMeta| {
             log_result(&r, meta);
             live.record(&r);
+            alerts.observe(r.clone());
             recorder.record(r);
         })
     };
@@ -85,6 +128,24 @@ pub async fn run(cli: &Cli) -> Exit {
     scheduler::run(probes, cfg.scheduler.concurrency, sink, shutdown.clone()).await;
     shutdown.cancel();
     tracing::info!("probes stopped; flushing results");
+
+    // Alerting applies the last results and saves; then the outbox gets a
+    // bounded moment to send what is due (the rest is sent after restart).
+    alert_stop.cancel();
+    drop(alerts);
+    if tokio::time::timeout(FLUSH_DEADLINE, alert_task)
+        .await
+        .is_err()
+    {
+        tracing::error!("alerting did not save its state within {FLUSH_DEADLINE:?}");
+    }
+    outbox_stop.cancel();
+    if tokio::time::timeout(FLUSH_DEADLINE, outbox_task)
+        .await
+        .is_err()
+    {
+        tracing::error!("the outbox did not stop within {FLUSH_DEADLINE:?}");
+    }
 
     recorder_stop.cancel();
     drop(recorder);

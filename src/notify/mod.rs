@@ -208,9 +208,7 @@ pub async fn send_with(
 ) -> Result<String, SendError> {
     let notice = render::redacted(notice);
     let answer = match notifier {
-        Notifier::Email { smtp, from, to, .. } => {
-            email::send(smtp, from, to, &notice, opts).await
-        }
+        Notifier::Email { smtp, from, to, .. } => email::send(smtp, from, to, &notice, opts).await,
         Notifier::Slack { webhook } => slack::send(webhook, &notice, opts).await,
         Notifier::Webhook {
             url,

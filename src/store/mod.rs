@@ -23,7 +23,9 @@
 //! so a locked database shows up as a write error the recorder retries,
 //! instead of a thread stuck inside SQLite.
 
+pub mod alert_state;
 mod codec;
+pub mod outbox;
 pub mod recorder;
 mod schema;
 

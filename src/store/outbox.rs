@@ -9,11 +9,12 @@
 //! module only stores.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, TransactionBehavior};
 
+use super::alert_state::from_ms;
 use super::{limit_param, Store, StoreError};
 use crate::alert::Outgoing;
-use crate::notify::{Notice, NoticeKind};
+use crate::notify::Notice;
 
 /// Where a row stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,19 +87,6 @@ pub struct OutboxCounts {
 const ROW_COLUMNS: &str = "id, notifier, probe, kind, payload, created_at, next_attempt_at, \
      attempts, status, last_error, delivered_at, answer";
 
-fn kind_str(kind: NoticeKind) -> &'static str {
-    match kind {
-        NoticeKind::Opened => "opened",
-        NoticeKind::Reminder => "reminder",
-        NoticeKind::Resolved => "resolved",
-        NoticeKind::Test => "test",
-    }
-}
-
-fn from_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 impl Store {
     /// Stores `items` as pending rows due at `now`, in one transaction: all
     /// of them or none. Returns their ids, in order.
@@ -112,41 +100,11 @@ impl Store {
         }
         let path = &self.path;
         let sql = |e| StoreError::sqlite(path, e);
-        let mut payloads = Vec::with_capacity(items.len());
-        for item in items {
-            let json = serde_json::to_string(&item.notice).map_err(|e| StoreError::Sqlite {
-                path: path.clone(),
-                error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
-            payloads.push(json);
-        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
-        let mut ids = Vec::with_capacity(items.len());
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO outbox (notifier, probe, kind, payload, created_at, \
-                     next_attempt_at, attempts, status) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 'pending')",
-                )
-                .map_err(sql)?;
-            let at = now.timestamp_millis();
-            for (item, payload) in items.iter().zip(&payloads) {
-                insert
-                    .execute(params![
-                        item.notifier,
-                        item.notice.probe,
-                        kind_str(item.notice.kind),
-                        payload,
-                        at
-                    ])
-                    .map_err(sql)?;
-                ids.push(tx.last_insert_rowid());
-            }
-        }
+        let ids = super::alert_state::insert_outbox(&tx, items, now).map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok(ids)
     }

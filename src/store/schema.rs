@@ -36,6 +36,53 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX results_probe_started ON results(probe_id, started_at);
     "#,
+    // v2: the notice outbox. One row per notice per notifier, written before
+    // anything is sent; `status` moves from `pending` to `delivered`,
+    // `failed` (permanent error) or `expired` (too old). Times are unix
+    // milliseconds, UTC; `payload` is the notice as JSON.
+    r#"
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY,
+        notifier        TEXT NOT NULL,
+        probe           TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        status          TEXT NOT NULL, -- pending|delivered|failed|expired
+        last_error      TEXT,
+        delivered_at    INTEGER,
+        answer          TEXT
+    );
+    CREATE INDEX outbox_status_next ON outbox(status, next_attempt_at);
+    "#,
+    // v3: alerting state. `alert_state` holds each probe's state machine
+    // (status, streaks, open incident) as JSON, saved in the same
+    // transaction as the notices it causes; `incidents` is the history,
+    // one row per incident, identified by its probe and start.
+    r#"
+    CREATE TABLE alert_state (
+        probe      TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE incidents (
+        id            INTEGER PRIMARY KEY,
+        probe         TEXT NOT NULL,
+        started_at    INTEGER NOT NULL, -- first failure of the streak, unix ms
+        opened_at     INTEGER NOT NULL,
+        ended_at      INTEGER,          -- NULL while open
+        caused_by     TEXT,             -- the dependency it is attributed to
+        first_class   TEXT,
+        first_message TEXT,
+        last_class    TEXT,
+        last_message  TEXT,
+        streak        INTEGER NOT NULL,
+        UNIQUE (probe, started_at)
+    );
+    CREATE INDEX incidents_started ON incidents(started_at);
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -102,6 +149,25 @@ mod tests {
                 from: current_version()
             }
         );
+    }
+
+    #[test]
+    fn a_version_1_file_gains_the_outbox_and_the_alert_tables() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        conn.execute_batch(MIGRATIONS[0]).expect("step 1");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("set version");
+        assert_eq!(
+            migrate(&mut conn).expect("migrate"),
+            Migrated::UpToDate { from: 1 }
+        );
+        assert_eq!(version(&conn).expect("version"), current_version());
+        for table in ["outbox", "alert_state", "incidents"] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{table} exists: {e}"));
+            assert_eq!(n, 0);
+        }
     }
 
     #[test]

@@ -406,3 +406,210 @@ fn alert_results_of_unknown_probes_are_ignored() {
     assert!(feed(&mut e, "nope", t(0), false).is_empty());
     assert!(e.state("nope").is_none());
 }
+
+// ---- End to end through `lookout run` ----
+
+mod daemon {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::Child;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    use crate::harness::recorder::{Recorded, Recorder};
+
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    }
+
+    /// A configuration with one tcp probe `svc` against `port`, telling a
+    /// webhook at `hook`.
+    pub fn config(dir: &Path, port: u16, hook: &str) -> PathBuf {
+        let cfg = dir.join("lookout.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{}\", public_url: \"https://lookout.example\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{hook}\" }}\nprobes:\n  - name: svc\n    tcp: {{ host: 127.0.0.1, port: {port} }}\n    interval: 200ms\n    timeout: 200ms\n    alert: {{ after: 2, recover_after: 2, notify: [hook] }}\n",
+                free_port()
+            ),
+        )
+        .expect("write config");
+        cfg
+    }
+
+    /// Starts `lookout run`; its log lines arrive on the receiver.
+    pub fn start(cfg: &Path) -> (Child, UnboundedReceiver<String>) {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .env_remove("LOOKOUT_CONFIG")
+            .env("NO_COLOR", "1")
+            .args(["run", "-c"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start lookout run");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    /// Waits until the receiver has seen `n` requests.
+    pub async fn requests(rec: &Recorder, n: usize, what: &str) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = rec.requests();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what} within 20s; got {} requests",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the log shows `n` more failed runs of `svc`.
+    pub async fn failed_runs(log: &mut UnboundedReceiver<String>, n: usize) {
+        let mut seen = 0;
+        while seen < n {
+            let line = tokio::time::timeout(Duration::from_secs(10), log.recv())
+                .await
+                .expect("log lines")
+                .expect("log open");
+            if line.contains("probe=svc") && line.contains("ok=false") {
+                seen += 1;
+            }
+        }
+    }
+
+    pub async fn kill9(child: &mut Child) {
+        child.start_kill().expect("SIGKILL");
+        let _ = child.wait().await;
+    }
+
+    /// Accepts and closes connections on `port` until dropped.
+    pub async fn target_up(port: u16) -> tokio::task::JoinHandle<()> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the target port");
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+        })
+    }
+}
+
+fn notice_of(r: &crate::harness::recorder::Recorded) -> lookout::notify::Notice {
+    serde_json::from_value(r.json()).expect("a notice")
+}
+
+/// A probe that fails `after` times opens one incident and one notice; the
+/// daemon killed with SIGKILL and started again neither forgets the
+/// incident nor announces it again, and still sends the resolution when the
+/// target comes back; the incident history holds it, closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_notifies_once_and_survives_sigkill_without_repeating() {
+    let rec = crate::harness::recorder::Recorder::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = daemon::free_port(); // nothing listens yet: `connect` failures
+    let cfg = daemon::config(dir.path(), port, &rec.url("/hook"));
+
+    let (mut child, mut log) = daemon::start(&cfg);
+    let first = daemon::requests(&rec, 1, "opened notice").await;
+    let opened = notice_of(&first[0]);
+    assert_eq!(opened.kind, NoticeKind::Opened);
+    assert_eq!(opened.probe, "svc");
+    assert_eq!(
+        opened.link.as_deref(),
+        Some("https://lookout.example/probes/svc")
+    );
+    assert_eq!(
+        opened.first_failure.as_ref().map(|f| f.class),
+        Some(FailureClass::Connect)
+    );
+    daemon::failed_runs(&mut log, 4).await;
+    daemon::kill9(&mut child).await;
+
+    // Restarted while still failing: no second "opened".
+    let (mut child, mut log) = daemon::start(&cfg);
+    daemon::failed_runs(&mut log, 5).await;
+    assert_eq!(
+        rec.requests().len(),
+        1,
+        "the open incident was announced again"
+    );
+
+    // The target comes back: one resolution, after the restart.
+    let server = daemon::target_up(port).await;
+    let all = daemon::requests(&rec, 2, "resolved notice").await;
+    let resolved = notice_of(&all[1]);
+    assert_eq!(resolved.kind, NoticeKind::Resolved);
+    assert_eq!(resolved.probe, "svc");
+    daemon::kill9(&mut child).await;
+    server.abort();
+    assert_eq!(rec.requests().len(), 2);
+    let store = lookout::store::Store::open(dir.path().join("lookout.db")).expect("open db");
+    let incidents = store.incidents(Some("svc"), 10).expect("incidents");
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert!(incidents[0].ended_at.is_some(), "{incidents:?}");
+    assert_eq!(incidents[0].first_class.as_deref(), Some("connect"));
+}
+
+/// A notice the receiver refused (500) is still queued when the daemon is
+/// killed with SIGKILL; after the restart it is delivered, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_queued_at_sigkill_is_delivered_after_restart_exactly_once() {
+    use crate::harness::recorder::Answer;
+
+    let rec = crate::harness::recorder::Recorder::start().await;
+    rec.push(Answer::status(500, "receiver is down"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = daemon::free_port();
+    let cfg = daemon::config(dir.path(), port, &rec.url("/hook"));
+
+    let (mut child, _log) = daemon::start(&cfg);
+    daemon::requests(&rec, 1, "first (refused) attempt").await;
+    daemon::kill9(&mut child).await;
+
+    let (mut child, _log) = daemon::start(&cfg);
+    let all = daemon::requests(&rec, 2, "retried notice").await;
+    assert_eq!(notice_of(&all[1]).kind, NoticeKind::Opened);
+    assert_eq!(
+        notice_of(&all[0]),
+        notice_of(&all[1]),
+        "the same notice, retried"
+    );
+    // Stop cleanly: the outbox finishes; nothing else was owed.
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("exit status");
+    assert_eq!(exit.code(), Some(0));
+    assert_eq!(rec.requests().len(), 2);
+    let store = lookout::store::Store::open(dir.path().join("lookout.db")).expect("open db");
+    let counts = store.outbox_counts().expect("counts");
+    assert_eq!((counts.pending, counts.delivered), (0, 1), "{counts:?}");
+}

@@ -13,6 +13,7 @@ mod dns;
 mod http;
 mod mysql;
 mod notify;
+mod outbox;
 mod postgres;
 mod redis;
 mod scheduler;

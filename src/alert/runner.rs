@@ -1,0 +1,167 @@
+//! The alerting task of `lookout run`: feeds every result to the
+//! [`Engine`], ticks it every second (reminders, maintenance windows
+//! ending), and saves what changed (probe states, incidents, and the
+//! notices caused) in one transaction before the outbox task sends them.
+//!
+//! It restores the states saved by the previous process at start, so a
+//! restart (or a crash) neither forgets an open incident nor announces it
+//! again, and a recovery after the restart is still announced. Results
+//! reach it through a channel whose `send` never blocks, so nothing on the
+//! probing path waits on the database or a notifier.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::OutboxHandle;
+use super::{Engine, Incident, Outgoing, ProbeState};
+use crate::config::Config;
+use crate::result::ProbeResult;
+use crate::store::{Store, StoreError};
+
+/// How often the engine is ticked and pending state is saved.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The scheduler's side: hands results to the alerting task.
+#[derive(Debug, Clone)]
+pub struct AlertHandle {
+    tx: mpsc::UnboundedSender<ProbeResult>,
+}
+
+impl AlertHandle {
+    /// Never blocks; a result sent after the task stopped is dropped (only
+    /// at shutdown, after the scheduler stopped).
+    pub fn observe(&self, r: ProbeResult) {
+        let _ = self.tx.send(r);
+    }
+}
+
+/// Starts the alerting task on `store` (its own connection) after
+/// restoring the saved states. Returns an error when the saved states
+/// cannot be read.
+pub async fn spawn_alerting(
+    config: &Config,
+    store: Store,
+    outbox: OutboxHandle,
+    shutdown: CancellationToken,
+) -> Result<(AlertHandle, JoinHandle<()>), StoreError> {
+    let store = Arc::new(Mutex::new(store));
+    let mut engine = Engine::new(config);
+    let saved = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || lock(&store).load_alert_states())
+            .await
+            .map_err(|e| StoreError::Io {
+                path: Default::default(),
+                error: std::io::Error::other(e.to_string()),
+            })??
+    };
+    let mut restored = 0;
+    for (name, state) in saved {
+        if engine.restore(&name, state) {
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        tracing::info!(probes = restored, "alerting state restored");
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(engine, rx, store, outbox, shutdown));
+    Ok((AlertHandle { tx }, task))
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn run(
+    mut engine: Engine,
+    mut rx: mpsc::UnboundedReceiver<ProbeResult>,
+    store: Arc<Mutex<Store>>,
+    outbox: OutboxHandle,
+    shutdown: CancellationToken,
+) {
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<Outgoing> = Vec::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => {
+                    dirty.insert(r.probe.clone());
+                    pending.extend(engine.on_result(&r, Utc::now()));
+                    // A notice is saved (and so sent) at once; streaks of
+                    // quiet runs are saved with the next tick.
+                    if !pending.is_empty() {
+                        save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+                    }
+                }
+                None => break,
+            },
+            _ = ticker.tick() => {
+                pending.extend(engine.tick(Utc::now()));
+                save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    // Results already sent by the scheduler are applied before stopping.
+    while let Ok(r) = rx.try_recv() {
+        dirty.insert(r.probe.clone());
+        pending.extend(engine.on_result(&r, Utc::now()));
+    }
+    save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+}
+
+/// Saves the dirty states, closed incidents and pending notices; on
+/// failure keeps them to retry with the next tick (nothing is lost while
+/// the process lives).
+async fn save(
+    engine: &mut Engine,
+    store: &Arc<Mutex<Store>>,
+    outbox: &OutboxHandle,
+    dirty: &mut BTreeSet<String>,
+    pending: &mut Vec<Outgoing>,
+) {
+    let closed: Vec<(String, Incident)> = engine.take_closed();
+    if dirty.is_empty() && pending.is_empty() && closed.is_empty() {
+        return;
+    }
+    let states: Vec<(String, ProbeState)> = engine
+        .states()
+        .filter(|(n, _)| dirty.contains(*n))
+        .map(|(n, s)| (n.to_string(), s.clone()))
+        .collect();
+    let items = std::mem::take(pending);
+    let store = store.clone();
+    let job = {
+        let (states, closed, items) = (states.clone(), closed.clone(), items.clone());
+        tokio::task::spawn_blocking(move || {
+            lock(&store).save_alert(&states, &closed, &items, Utc::now())
+        })
+    };
+    match job.await {
+        Ok(Ok(ids)) => {
+            dirty.clear();
+            if !ids.is_empty() {
+                outbox.wake();
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot save alerting state; retrying");
+            *pending = items;
+            engine.return_closed(closed);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "alerting save task failed; retrying");
+            *pending = items;
+            engine.return_closed(closed);
+        }
+    }
+}

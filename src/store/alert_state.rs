@@ -1,0 +1,204 @@
+//! Alerting state in the database: each probe's alerting state (status,
+//! streaks, open incident) and the incident history.
+//!
+//! [`Store::save_alert`] writes the states that changed, the incidents they
+//! opened, updated or closed, and the notices they caused into the outbox,
+//! all in one transaction. So after a crash the database never holds a
+//! notice without the state that caused it (which would announce the
+//! incident again after a restart) nor a state without its notice (which
+//! would lose the notice).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Transaction, TransactionBehavior};
+
+use super::{Store, StoreError};
+use crate::alert::{Incident, Outgoing, ProbeState};
+use crate::notify::NoticeKind;
+
+/// One incident as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredIncident {
+    pub id: i64,
+    pub probe: String,
+    pub started_at: DateTime<Utc>,
+    pub opened_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub caused_by: Option<String>,
+    pub first_class: Option<String>,
+    pub first_message: Option<String>,
+    pub last_class: Option<String>,
+    pub last_message: Option<String>,
+    pub streak: u32,
+}
+
+impl Store {
+    /// Every stored probe state, by probe name (probes since removed from
+    /// the configuration included: the engine ignores those).
+    pub fn load_alert_states(&self) -> Result<Vec<(String, ProbeState)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT probe, state FROM alert_state ORDER BY probe")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (probe, json) = row.map_err(|e| self.err(e))?;
+            let state: ProbeState =
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("alert state of `{probe}` is unreadable: {e}"),
+                })?;
+            out.push((probe, state));
+        }
+        Ok(out)
+    }
+
+    /// Saves, in one transaction: `states` (upserted), the open incidents
+    /// they hold and the `closed` incidents (upserted by probe and start),
+    /// and `items` as pending outbox rows. Returns the outbox row ids.
+    pub fn save_alert(
+        &mut self,
+        states: &[(String, ProbeState)],
+        closed: &[(String, Incident)],
+        items: &[Outgoing],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let path = self.path.clone();
+        let sql = |e| StoreError::sqlite(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO alert_state (probe, state, updated_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(probe) DO UPDATE SET state = excluded.state, \
+                     updated_at = excluded.updated_at",
+                )
+                .map_err(sql)?;
+            for (probe, state) in states {
+                let json = serde_json::to_string(state).map_err(|e| StoreError::Sqlite {
+                    path: path.clone(),
+                    error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                })?;
+                put.execute(params![probe, json, now.timestamp_millis()])
+                    .map_err(sql)?;
+            }
+        }
+        for (probe, state) in states {
+            if let Some(inc) = &state.incident {
+                upsert_incident(&tx, probe, inc).map_err(sql)?;
+            }
+        }
+        for (probe, inc) in closed {
+            upsert_incident(&tx, probe, inc).map_err(sql)?;
+        }
+        let ids = insert_outbox(&tx, items, now).map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(ids)
+    }
+
+    /// The most recent incidents, newest first; of one probe when given.
+    pub fn incidents(
+        &self,
+        probe: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredIncident>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
+                 first_message, last_class, last_message, streak FROM incidents \
+                 WHERE ?1 IS NULL OR probe = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![probe, limit], |r| {
+                Ok(StoredIncident {
+                    id: r.get(0)?,
+                    probe: r.get(1)?,
+                    started_at: from_ms(r.get(2)?),
+                    opened_at: from_ms(r.get(3)?),
+                    ended_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+                    caused_by: r.get(5)?,
+                    first_class: r.get(6)?,
+                    first_message: r.get(7)?,
+                    last_class: r.get(8)?,
+                    last_message: r.get(9)?,
+                    streak: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}
+
+fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlite::Result<()> {
+    let class = |f: &Option<crate::result::Failure>| f.as_ref().map(|f| f.class.as_str());
+    let message = |f: &Option<crate::result::Failure>| f.as_ref().map(|f| f.message.clone());
+    tx.prepare_cached(
+        "INSERT INTO incidents (probe, started_at, opened_at, ended_at, caused_by, first_class, \
+         first_message, last_class, last_message, streak) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT(probe, started_at) DO UPDATE SET ended_at = excluded.ended_at, \
+         caused_by = excluded.caused_by, last_class = excluded.last_class, \
+         last_message = excluded.last_message, streak = excluded.streak",
+    )?
+    .execute(params![
+        probe,
+        inc.started_at.timestamp_millis(),
+        inc.opened_at.timestamp_millis(),
+        inc.ended_at.map(|t| t.timestamp_millis()),
+        inc.caused_by,
+        class(&inc.first_failure),
+        message(&inc.first_failure),
+        class(&inc.last_failure),
+        message(&inc.last_failure),
+        i64::from(inc.streak),
+    ])?;
+    Ok(())
+}
+
+/// Inserts `items` as pending outbox rows due at `now` inside `tx`.
+pub(super) fn insert_outbox(
+    tx: &Transaction<'_>,
+    items: &[Outgoing],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (notifier, probe, kind, payload, created_at, next_attempt_at, \
+         attempts, status) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 'pending')",
+    )?;
+    let at = now.timestamp_millis();
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items {
+        let payload = serde_json::to_string(&item.notice)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        insert.execute(params![
+            item.notifier,
+            item.notice.probe,
+            kind_str(item.notice.kind),
+            payload,
+            at
+        ])?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+pub(super) fn kind_str(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Opened => "opened",
+        NoticeKind::Reminder => "reminder",
+        NoticeKind::Resolved => "resolved",
+        NoticeKind::Test => "test",
+    }
+}
+
+pub(super) fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
