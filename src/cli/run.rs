@@ -71,7 +71,12 @@ pub async fn run(cli: &Cli) -> Exit {
     let (outbox, outbox_task) = spawn_outbox(
         outbox_store,
         cfg.notifiers.clone(),
-        OutboxSettings::default(),
+        OutboxSettings {
+            max_age: cfg.outbox.max_age,
+            initial_backoff: cfg.outbox.retry_initial,
+            max_backoff: cfg.outbox.retry_max,
+            ..OutboxSettings::default()
+        },
         outbox_stop.clone(),
     );
     let (alerts, alert_task) =

@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "include",
     "probes",
     "maintenance",
+    "outbox",
 ];
 const INCLUDED_TOP_KEYS: &[&str] = &["probes"];
 const PROBE_COMMON_KEYS: &[&str] = &[
@@ -132,6 +133,7 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Co
     let server = compile_server(cx, &top);
     let scheduler = compile_scheduler(cx, &top);
     let notifiers = compile_notifiers(cx, &top);
+    let outbox = compile_outbox(cx, &top);
 
     let mut files = vec![path.to_path_buf()];
     // (probe node, key path) from the main file and every include.
@@ -178,6 +180,7 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Co
     }
 
     Some(Config {
+        outbox,
         maintenance,
         main_file: path.to_path_buf(),
         files,
@@ -269,6 +272,41 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
         }
     }
     Some(server)
+}
+
+fn compile_outbox(cx: &mut Cx, top: &Map<'_>) -> OutboxConfig {
+    let mut o = OutboxConfig::default();
+    let Some(node) = top.get("outbox") else {
+        return o;
+    };
+    let Some(m) = cx.map(node, "outbox", &["max_age", "retry_initial", "retry_max"]) else {
+        return o;
+    };
+    if let Some(d) = m.duration(cx, "max_age") {
+        if d < Duration::from_secs(60) {
+            m.error_at(cx, "max_age", "notices must be kept at least 1m");
+        } else {
+            o.max_age = d;
+        }
+    }
+    if let Some(d) = m.duration(cx, "retry_initial") {
+        if d < Duration::from_millis(100) {
+            m.error_at(
+                cx,
+                "retry_initial",
+                "retries sooner than 100ms would hammer the receiver",
+            );
+        } else {
+            o.retry_initial = d;
+        }
+    }
+    if let Some(d) = m.duration(cx, "retry_max") {
+        o.retry_max = d;
+    }
+    if o.retry_max < o.retry_initial {
+        m.error_at(cx, "retry_max", "must not be shorter than retry_initial");
+    }
+    o
 }
 
 fn compile_scheduler(cx: &mut Cx, top: &Map<'_>) -> Option<SchedulerSettings> {

@@ -36,6 +36,8 @@ pub struct Config {
     pub scheduler: SchedulerSettings,
     pub notifiers: BTreeMap<String, Notifier>,
     pub probes: Vec<ProbeSpec>,
+    /// How the notice outbox retries and expires.
+    pub outbox: OutboxConfig,
     /// Maintenance windows that silence notices while they last.
     pub maintenance: Vec<crate::alert::maintenance::MaintenanceWindow>,
 }
@@ -64,6 +66,26 @@ pub struct Server {
     /// The URL people reach the status page at, for links in notices
     /// (e.g. `https://lookout.example.com`); no trailing slash.
     pub public_url: Option<String>,
+}
+
+/// The `outbox:` section: retry and expiry of queued notices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxConfig {
+    /// A notice still undelivered this long after it was queued expires.
+    pub max_age: Duration,
+    /// The first retry delay; it doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_age: Duration::from_secs(24 * 3600),
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

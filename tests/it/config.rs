@@ -276,3 +276,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn outbox_settings_are_read_and_checked() {
+    let cx = || lookout::config::read::Cx::new(Box::new(|_| None));
+    let (cfg, _) = lookout::config::load_str(
+        "o.yaml",
+        "outbox: { max_age: 2h, retry_initial: 1s, retry_max: 1m }\n",
+        cx(),
+    )
+    .expect("valid");
+    assert_eq!(cfg.outbox.max_age, std::time::Duration::from_secs(7200));
+    assert_eq!(cfg.outbox.retry_initial, std::time::Duration::from_secs(1));
+    assert_eq!(cfg.outbox.retry_max, std::time::Duration::from_secs(60));
+    let diags = lookout::config::load_str(
+        "o.yaml",
+        "outbox:\n  max_age: 10s\n  retry_initial: 1m\n  retry_max: 5s\n  retries: 3\n",
+        cx(),
+    )
+    .expect_err("invalid");
+    let text = diags.to_string();
+    for want in [
+        "o.yaml:2:12: error: outbox.max_age: notices must be kept at least 1m",
+        "outbox.retry_max: must not be shorter than retry_initial",
+        "o.yaml:5:3: error: outbox.retries: unknown key `retries`",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
