@@ -436,15 +436,9 @@ fn url_segment(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::state::tests::t;
     use crate::result::{Failure, FailureClass};
-    use chrono::TimeZone;
     use std::time::Duration;
-
-    fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0)
-            .single()
-            .expect("valid time")
-    }
 
     fn engine(yaml: &str) -> Engine {
         let (cfg, _) = crate::config::load_str(

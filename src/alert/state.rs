@@ -92,7 +92,7 @@ pub struct ProbeState {
     /// Start of the current success streak.
     pub ok_started: Option<DateTime<Utc>>,
     /// Duration of the latest run.
-    #[serde(default, with = "opt_secs")]
+    #[serde(default, with = "crate::notify::opt_secs")]
     pub last_latency: Option<Duration>,
     /// Start time of the latest run.
     pub last_run: Option<DateTime<Utc>>,
@@ -224,30 +224,14 @@ impl ProbeState {
     }
 }
 
-mod opt_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let v = Option::<f64>::deserialize(d)?;
-        Ok(v.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()))
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::result::FailureClass;
     use chrono::TimeZone;
 
-    fn t(s: i64) -> DateTime<Utc> {
+    /// `s` seconds after a fixed instant; shared with the engine's tests.
+    pub(in crate::alert) fn t(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + s, 0)
             .single()
             .expect("valid time")

@@ -220,10 +220,14 @@ pub async fn send_with(
     Ok(crate::redact::redact(&answer))
 }
 
-mod opt_secs {
+/// Serde for an `Option<Duration>` as fractional seconds (`null` when
+/// absent), shared by `Notice` and the saved alert state. A negative value
+/// reads as zero; an infinite or out-of-range one as `None`, never a panic.
+pub mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Writes `Some(d)` as seconds (`f64`), `None` as null.
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_some(&d.as_secs_f64()),
@@ -231,8 +235,9 @@ mod opt_secs {
         }
     }
 
+    /// Reads seconds (`f64`) or null; negatives clamp to zero.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let v = Option::<f64>::deserialize(d)?;
-        Ok(v.map(|s| Duration::from_secs_f64(s.max(0.0))))
+        Ok(v.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()))
     }
 }

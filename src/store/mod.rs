@@ -325,14 +325,33 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `sql`, reads each row with `read`, then checks or converts it
+    /// with `decode` (which reports a [`StoreError::Corrupt`] itself).
+    fn query_decoded<R, T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+        mut decode: impl FnMut(R) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params, read).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(decode(row.map_err(|e| self.err(e))?)?);
+        }
+        Ok(out)
+    }
+
     fn query_results(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<ProbeResult>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params, |row| {
+        self.query_decoded(
+            sql,
+            params,
+            |row| {
                 Ok(codec::StoredRow {
                     probe: row.get(0)?,
                     started_at_ms: row.get(1)?,
@@ -344,18 +363,14 @@ impl Store {
                     details: row.get(7)?,
                     checks: row.get(8)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let row = row.map_err(|e| self.err(e))?;
-            let result = codec::decode(row).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("a stored result cannot be read: {e}"),
-            })?;
-            out.push(result);
-        }
-        Ok(out)
+            },
+            |row| {
+                codec::decode(row).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("a stored result cannot be read: {e}"),
+                })
+            },
+        )
     }
 
     /// The last `limit` results of `probe`, newest first.

@@ -114,9 +114,10 @@ impl Store {
         sql: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params, |row| {
+        self.query_decoded(
+            sql,
+            params,
+            |row| {
                 let status: String = row.get(8)?;
                 Ok((
                     OutboxRow {
@@ -135,18 +136,15 @@ impl Store {
                     },
                     status,
                 ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (mut row, status) = row.map_err(|e| self.err(e))?;
-            row.status = OutboxStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("outbox row {} has an unknown status `{status}`", row.id),
-            })?;
-            out.push(row);
-        }
-        Ok(out)
+            },
+            |(mut row, status): (OutboxRow, String)| {
+                row.status = OutboxStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("outbox row {} has an unknown status `{status}`", row.id),
+                })?;
+                Ok(row)
+            },
+        )
     }
 
     /// Pending rows whose next attempt is due at `now`, the earliest first,

@@ -68,6 +68,15 @@ fn s(probe: &str, notifier: &str, kind: NoticeKind) -> (String, String, NoticeKi
     (probe.into(), notifier.into(), kind)
 }
 
+/// Asserts that `out` is one `kind` notice for `web` to each of its
+/// notifiers (ops, then pager).
+fn assert_web_to_both(out: &[Outgoing], kind: NoticeKind) {
+    assert_eq!(
+        summary(out),
+        [s("web", "ops", kind), s("web", "pager", kind)]
+    );
+}
+
 const WEB: &str = "probes:\n  - name: web\n    tcp: {host: web.internal, port: 443}\n    labels: {team: frontend}\n    alert: {after: 3, recover_after: 2, remind: 1h, notify: [ops, pager]}\n";
 
 #[test]
@@ -90,13 +99,7 @@ fn alert_opens_once_per_notifier_and_resolves_to_the_same() {
     feed(&mut e, "web", t(0), false);
     feed(&mut e, "web", t(30), false);
     let out = feed(&mut e, "web", t(60), false);
-    assert_eq!(
-        summary(&out),
-        [
-            s("web", "ops", NoticeKind::Opened),
-            s("web", "pager", NoticeKind::Opened)
-        ]
-    );
+    assert_web_to_both(&out, NoticeKind::Opened);
     let n = &out[0].notice;
     assert_eq!(n.state, "down");
     assert_eq!(n.since, t(0));
@@ -119,13 +122,7 @@ fn alert_opens_once_per_notifier_and_resolves_to_the_same() {
     // One success is not enough (recover_after: 2).
     assert!(feed(&mut e, "web", t(120), true).is_empty());
     let out = feed(&mut e, "web", t(150), true);
-    assert_eq!(
-        summary(&out),
-        [
-            s("web", "ops", NoticeKind::Resolved),
-            s("web", "pager", NoticeKind::Resolved)
-        ]
-    );
+    assert_web_to_both(&out, NoticeKind::Resolved);
     let n = &out[0].notice;
     assert_eq!(n.state, "up");
     assert_eq!(n.since, t(120));
@@ -144,13 +141,7 @@ fn alert_reminders_at_remind_and_not_before() {
     // Opened at t(60); remind: 1h.
     assert!(e.tick(t(60 + 3599)).is_empty());
     let out = e.tick(t(60 + 3600));
-    assert_eq!(
-        summary(&out),
-        [
-            s("web", "ops", NoticeKind::Reminder),
-            s("web", "pager", NoticeKind::Reminder)
-        ]
-    );
+    assert_web_to_both(&out, NoticeKind::Reminder);
     assert_eq!(out[0].notice.down_for, Some(Duration::from_secs(3660)));
     // The next one counts from the reminder.
     assert!(e.tick(t(60 + 3600 + 1800)).is_empty());
