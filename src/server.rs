@@ -1,6 +1,7 @@
 //! The HTTP surface: `/healthz`, `/readyz` and a first JSON view of every
-//! probe's latest result at `/api/v1/probes`. (The status page, history API
-//! and metrics come with issue 5.)
+//! probe's latest result at `/api/v1/probes`, and the Prometheus exposition
+//! at `/metrics` (see [`crate::metrics`]). (The status page and history API
+//! come with issue 5.)
 //!
 //! The router is built by [`router`] from shared state so it can be tested
 //! without a socket. It reads the live state and never writes anything.
@@ -17,6 +18,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::config::ProbeSpec;
+use crate::metrics::{self, Registry};
 use crate::result::ProbeResult;
 
 /// What the daemon knows right now, shared between the scheduler's sink
@@ -27,6 +29,8 @@ pub struct LiveState {
     pub latest: Arc<RwLock<HashMap<String, ProbeResult>>>,
     /// Configuration loaded and database writable.
     pub ready: Arc<AtomicBool>,
+    /// Lookout's own metrics, fed by the sink.
+    pub metrics: Arc<Registry>,
 }
 
 /// A probe's static description, safe to show (targets are redacted).
@@ -53,8 +57,10 @@ impl ProbeInfo {
 
 impl LiveState {
     pub fn new(probes: &[Arc<ProbeSpec>]) -> LiveState {
+        let infos: Vec<ProbeInfo> = probes.iter().map(|p| ProbeInfo::of(p)).collect();
         LiveState {
-            probes: Arc::new(probes.iter().map(|p| ProbeInfo::of(p)).collect()),
+            metrics: Arc::new(Registry::new(&infos)),
+            probes: Arc::new(infos),
             latest: Arc::default(),
             ready: Arc::default(),
         }
@@ -74,6 +80,7 @@ pub fn router(state: LiveState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/probes", get(probes))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
 }
 
@@ -87,6 +94,21 @@ async fn readyz(State(s): State<LiveState>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn metrics_text(State(s): State<LiveState>) -> Response {
+    let text = {
+        let latest = match s.latest.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        metrics::render(&s.probes, &latest, &s.metrics)
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
 }
 
 #[derive(Serialize)]
@@ -159,5 +181,135 @@ mod tests {
             .await
             .expect("response");
         assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    fn info(name: &str, kind: &'static str, labels: &[(&str, &str)]) -> ProbeInfo {
+        ProbeInfo {
+            name: name.into(),
+            kind,
+            target: "t".into(),
+            schedule: "every 1s".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn result(probe: &str, success: bool) -> ProbeResult {
+        use crate::result::{Failure, FailureClass, Phase};
+        use std::time::Duration;
+        let mut details = serde_json::Map::new();
+        details.insert("status".into(), 503.into());
+        details.insert("cert_not_after".into(), "2030-01-01T00:00:00Z".into());
+        ProbeResult {
+            probe: probe.into(),
+            started_at: chrono::Utc::now(),
+            duration: Duration::from_millis(30),
+            success,
+            failure: (!success).then(|| Failure::new(FailureClass::Expectation, "secret msg")),
+            phases: vec![
+                (Phase::Dns, Duration::from_millis(1)),
+                (Phase::Connect, Duration::from_millis(2)),
+                (Phase::FirstByte, Duration::from_millis(20)),
+                (Phase::Transfer, Duration::from_millis(7)),
+            ],
+            checks: vec![],
+            details,
+        }
+    }
+
+    async fn scrape(state: LiveState) -> (String, String) {
+        let res = router(state)
+            .oneshot(
+                Request::get("/metrics")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::OK);
+        let ct = res.headers()[http::header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (ct, String::from_utf8(body.to_vec()).expect("utf-8"))
+    }
+
+    #[tokio::test]
+    async fn metrics_exposition() {
+        let probes = vec![
+            info(
+                "we\"b\\x\ny",
+                "http",
+                &[
+                    ("team", "a\"b"),
+                    ("1tier", "x"),
+                    ("kind", "clash"),
+                    ("app.name", "v"),
+                ],
+            ),
+            info("idle", "tcp", &[]),
+        ];
+        let registry = Arc::new(Registry::new(&probes));
+        let state = LiveState {
+            probes: Arc::new(probes),
+            metrics: registry.clone(),
+            ..LiveState::default()
+        };
+        let r = result("we\"b\\x\ny", false);
+        state.record(&r);
+        registry.observe(&r, std::time::Duration::from_micros(700));
+        registry.observe(
+            &result("we\"b\\x\ny", true),
+            std::time::Duration::from_millis(3),
+        );
+
+        let (ct, text) = scrape(state).await;
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+        let l = r#"probe="we\"b\\x\ny",kind="http",_1tier="x",app_name="v",team="a\"b""#;
+        for want in [
+            format!("probe_success{{{l}}} 0\n"),
+            format!("probe_duration_seconds{{{l}}} 0.03\n"),
+            format!("probe_http_status_code{{{l}}} 503\n"),
+            format!("probe_http_duration_seconds{{{l},phase=\"resolve\"}} 0.001\n"),
+            format!("probe_http_duration_seconds{{{l},phase=\"processing\"}} 0.02\n"),
+            format!("probe_ssl_earliest_cert_expiry{{{l}}} 1893456000\n"),
+            "lookout_probe_state{probe=\"idle\",kind=\"tcp\",state=\"pending\"} 1\n".into(),
+            r#"lookout_results_total{probe="we\"b\\x\ny",outcome="failure",class="expectation"} 1"#
+                .into(),
+            r#"lookout_results_total{probe="we\"b\\x\ny",outcome="success",class="none"} 1"#.into(),
+            "# TYPE lookout_probe_duration_seconds histogram\n".into(),
+            // Both runs took 30ms: 0 up to 0.025, 2 from 0.05 on.
+            "lookout_probe_duration_seconds_bucket{kind=\"http\",le=\"0.025\"} 0\n".into(),
+            "lookout_probe_duration_seconds_bucket{kind=\"http\",le=\"0.05\"} 2\n".into(),
+            "lookout_probe_duration_seconds_bucket{kind=\"http\",le=\"10\"} 2\n".into(),
+            "lookout_probe_duration_seconds_bucket{kind=\"http\",le=\"+Inf\"} 2\n".into(),
+            "lookout_probe_duration_seconds_sum{kind=\"http\"} 0.06\n".into(),
+            "lookout_probe_duration_seconds_count{kind=\"http\"} 2\n".into(),
+            // Lags 0.7ms and 3ms: cumulative.
+            "lookout_scheduler_lag_seconds_bucket{le=\"0.0005\"} 0\n".into(),
+            "lookout_scheduler_lag_seconds_bucket{le=\"0.001\"} 1\n".into(),
+            "lookout_scheduler_lag_seconds_bucket{le=\"0.002\"} 1\n".into(),
+            "lookout_scheduler_lag_seconds_bucket{le=\"0.005\"} 2\n".into(),
+            "lookout_scheduler_lag_seconds_bucket{le=\"+Inf\"} 2\n".into(),
+            "lookout_scheduler_lag_seconds_count 2\n".into(),
+            format!(
+                "lookout_build_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("secret msg"));
+        assert!(!text.contains("clash"));
+        // Each family's header appears once; no series for a probe without a result.
+        assert_eq!(text.matches("# TYPE probe_success ").count(), 1);
+        assert!(!text.contains("probe_success{probe=\"idle\""));
+        // No recorder attached: no recorder families.
+        assert!(!text.contains("lookout_results_written_total"));
     }
 }

@@ -92,6 +92,7 @@ pub async fn run(cli: &Cli) -> Exit {
 
     let probes: Vec<Arc<ProbeSpec>> = cfg.probes.iter().cloned().map(Arc::new).collect();
     let live = LiveState::new(&probes);
+    live.metrics.set_recorder(recorder.stats());
     live.ready.store(true, Ordering::Relaxed);
 
     let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
@@ -123,6 +124,7 @@ pub async fn run(cli: &Cli) -> Exit {
         Arc::new(move |r: ProbeResult, meta: RunMeta| {
             log_result(&r, meta);
             live.record(&r);
+            live.metrics.observe(&r, meta.lag);
             alerts.observe(r.clone());
             recorder.record(r);
         })

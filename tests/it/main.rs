@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod dns;
 mod http;
+mod metrics;
 mod mysql;
 mod notify;
 mod outbox;

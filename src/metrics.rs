@@ -1,0 +1,468 @@
+//! `/metrics`: the Prometheus text exposition (format 0.0.4), written by hand.
+//!
+//! Two parts:
+//! - per-probe families from each probe's latest result (`probe_success`,
+//!   `probe_duration_seconds`, `probe_http_*`, `probe_ssl_earliest_cert_expiry`,
+//!   `probe_dns_answer_rrs`), with blackbox_exporter's meanings, and
+//!   `lookout_probe_state`;
+//! - Lookout's own `lookout_*` families, kept by [`Registry`] and fed by the
+//!   daemon's sink (counters and histograms), plus the recorder's counters.
+//!
+//! Label values come only from configured probe names and labels, kinds,
+//! phases, failure classes and the version: never a message or a URL.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use crate::result::{Phase, ProbeResult};
+use crate::server::ProbeInfo;
+use crate::store::recorder::RecorderStats;
+
+/// The Content-Type of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Buckets of `lookout_probe_duration_seconds`.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets of `lookout_scheduler_lag_seconds`.
+pub const LAG_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1.0];
+
+/// Label names the per-probe families set themselves; configured labels
+/// with these names are skipped.
+const RESERVED: &[&str] = &["probe", "kind", "phase", "state", "le"];
+
+/// A histogram: per-bucket counts (not cumulative; cumulated when shown),
+/// sum and count.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// Writes `_bucket` (cumulative, ending with `+Inf`), `_sum` and `_count`.
+    fn write(&self, out: &mut Exposition, name: &str, labels: &[(String, String)]) {
+        let mut cumulative = 0;
+        let bucket = format!("{name}_bucket");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c;
+            let mut l = labels.to_vec();
+            l.push(("le".into(), fmt_value(*b)));
+            out.sample(&bucket, &l, cumulative as f64);
+        }
+        let mut l = labels.to_vec();
+        l.push(("le".into(), "+Inf".into()));
+        out.sample(&bucket, &l, self.count as f64);
+        out.sample(&format!("{name}_sum"), labels, self.sum);
+        out.sample(&format!("{name}_count"), labels, self.count as f64);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (probe, outcome, class) -> count.
+    results: BTreeMap<(String, &'static str, &'static str), u64>,
+    /// kind -> run durations.
+    durations: BTreeMap<&'static str, Histogram>,
+    lag: Option<Histogram>,
+}
+
+/// Lookout's own metrics, shared between the sink (writer) and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// probe name -> kind, to label results (the sink only has the name).
+    kinds: HashMap<String, &'static str>,
+    inner: Mutex<Inner>,
+    recorder: OnceLock<Arc<RecorderStats>>,
+}
+
+impl Registry {
+    pub fn new(probes: &[ProbeInfo]) -> Registry {
+        Registry {
+            kinds: probes.iter().map(|p| (p.name.clone(), p.kind)).collect(),
+            ..Registry::default()
+        }
+    }
+
+    /// Exposes the recorder's counters from now on (first call wins).
+    pub fn set_recorder(&self, stats: Arc<RecorderStats>) {
+        let _ = self.recorder.set(stats);
+    }
+
+    /// Counts one run: its outcome, its duration (per kind) and how late
+    /// the scheduler started it. A short lock; never blocks on I/O.
+    pub fn observe(&self, r: &ProbeResult, lag: Duration) {
+        let kind = self.kinds.get(&r.probe).copied().unwrap_or("unknown");
+        let (outcome, class) = match r.class() {
+            None if r.success => ("success", "none"),
+            None => ("failure", "none"),
+            Some(c) => ("failure", c.as_str()),
+        };
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        *inner
+            .results
+            .entry((r.probe.clone(), outcome, class))
+            .or_default() += 1;
+        inner
+            .durations
+            .entry(kind)
+            .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+            .observe(r.duration.as_secs_f64());
+        inner
+            .lag
+            .get_or_insert_with(|| Histogram::new(LAG_BUCKETS))
+            .observe(lag.as_secs_f64());
+    }
+
+    fn write(&self, out: &mut Exposition) {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        out.family(
+            "lookout_results_total",
+            "counter",
+            "Probe runs finished, by probe, outcome and failure class (none on success).",
+        );
+        for ((probe, outcome, class), n) in &inner.results {
+            out.sample(
+                "lookout_results_total",
+                &[
+                    ("probe".into(), probe.clone()),
+                    ("outcome".into(), (*outcome).into()),
+                    ("class".into(), (*class).into()),
+                ],
+                *n as f64,
+            );
+        }
+        out.family(
+            "lookout_probe_duration_seconds",
+            "histogram",
+            "Duration of probe runs, by probe kind.",
+        );
+        for (kind, h) in &inner.durations {
+            h.write(
+                out,
+                "lookout_probe_duration_seconds",
+                &[("kind".into(), (*kind).into())],
+            );
+        }
+        out.family(
+            "lookout_scheduler_lag_seconds",
+            "histogram",
+            "How late runs started: from due time to start, including the wait for a permit.",
+        );
+        inner
+            .lag
+            .clone()
+            .unwrap_or_else(|| Histogram::new(LAG_BUCKETS))
+            .write(out, "lookout_scheduler_lag_seconds", &[]);
+        drop(inner);
+
+        out.family(
+            "lookout_build_info",
+            "gauge",
+            "Always 1; the version label is Lookout's version.",
+        );
+        out.sample(
+            "lookout_build_info",
+            &[("version".into(), env!("CARGO_PKG_VERSION").into())],
+            1.0,
+        );
+
+        if let Some(stats) = self.recorder.get() {
+            let c = stats.snapshot();
+            for (name, kind, help, v) in [
+                (
+                    "lookout_results_written_total",
+                    "counter",
+                    "Results written to the history database.",
+                    c.written,
+                ),
+                (
+                    "lookout_result_write_errors_total",
+                    "counter",
+                    "Failed write attempts to the history database (each is retried).",
+                    c.write_errors,
+                ),
+                (
+                    "lookout_results_dropped_total",
+                    "counter",
+                    "Results lost before being written (full buffer or after stop).",
+                    c.dropped,
+                ),
+                (
+                    "lookout_results_buffered",
+                    "gauge",
+                    "Results accepted and not yet written.",
+                    c.buffered,
+                ),
+            ] {
+                out.family(name, kind, help);
+                out.sample(name, &[], v as f64);
+            }
+        }
+    }
+}
+
+/// The whole exposition: per-probe families from the latest results, then
+/// the registry's.
+pub fn render(
+    probes: &[ProbeInfo],
+    latest: &HashMap<String, ProbeResult>,
+    registry: &Registry,
+) -> String {
+    let mut out = Exposition::default();
+    let runs: Vec<(Vec<(String, String)>, &ProbeResult)> = probes
+        .iter()
+        .filter_map(|p| latest.get(&p.name).map(|r| (probe_labels(p), r)))
+        .collect();
+
+    out.family(
+        "probe_success",
+        "gauge",
+        "Whether the probe's latest run succeeded (1) or failed (0).",
+    );
+    for (l, r) in &runs {
+        out.sample("probe_success", l, if r.success { 1.0 } else { 0.0 });
+    }
+    out.family(
+        "probe_duration_seconds",
+        "gauge",
+        "Duration of the probe's latest run in seconds.",
+    );
+    for (l, r) in &runs {
+        out.sample("probe_duration_seconds", l, r.duration.as_secs_f64());
+    }
+    out.family(
+        "probe_http_status_code",
+        "gauge",
+        "HTTP status code of the latest run's final response.",
+    );
+    for (l, r) in &runs {
+        if let Some(code) = r.details.get("status").and_then(|v| v.as_f64()) {
+            out.sample("probe_http_status_code", l, code);
+        }
+    }
+    out.family(
+        "probe_http_duration_seconds",
+        "gauge",
+        "Duration of each phase of the latest HTTP run in seconds.",
+    );
+    for (l, r) in &runs {
+        if l.iter().any(|(k, v)| k == "kind" && v == "http") {
+            for (phase, d) in &r.phases {
+                let name = match phase {
+                    Phase::Dns => "resolve",
+                    Phase::Connect => "connect",
+                    Phase::Tls => "tls",
+                    Phase::FirstByte => "processing",
+                    Phase::Transfer => "transfer",
+                    _ => continue,
+                };
+                let mut l = l.clone();
+                l.push(("phase".into(), name.into()));
+                out.sample("probe_http_duration_seconds", &l, d.as_secs_f64());
+            }
+        }
+    }
+    out.family(
+        "probe_ssl_earliest_cert_expiry",
+        "gauge",
+        "Expiry of the peer's leaf certificate in the latest run, in unix seconds.",
+    );
+    for (l, r) in &runs {
+        let expiry = r
+            .details
+            .get("cert_not_after")
+            .and_then(|v| v.as_str())
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+        if let Some(t) = expiry {
+            out.sample("probe_ssl_earliest_cert_expiry", l, t.timestamp() as f64);
+        }
+    }
+    out.family(
+        "probe_dns_answer_rrs",
+        "gauge",
+        "Number of answer records in the latest DNS run.",
+    );
+    for (l, r) in &runs {
+        let n = match r.details.get("answers") {
+            Some(serde_json::Value::Array(a)) => Some(a.len() as f64),
+            Some(v) => v.as_f64(),
+            None => None,
+        };
+        if let Some(n) = n {
+            out.sample("probe_dns_answer_rrs", l, n);
+        }
+    }
+    out.family(
+        "lookout_probe_state",
+        "gauge",
+        "1 for the probe's current state: pending (no result yet), up or failing.",
+    );
+    for p in probes {
+        let state = match latest.get(&p.name) {
+            None => "pending",
+            Some(r) if r.success => "up",
+            Some(_) => "failing",
+        };
+        out.sample(
+            "lookout_probe_state",
+            &[
+                ("probe".into(), p.name.clone()),
+                ("kind".into(), p.kind.into()),
+                ("state".into(), state.into()),
+            ],
+            1.0,
+        );
+    }
+    registry.write(&mut out);
+    out.text
+}
+
+/// `probe`, `kind`, then the configured labels with sanitized names; names
+/// that clash with ours (or each other, after sanitizing) are skipped.
+fn probe_labels(p: &ProbeInfo) -> Vec<(String, String)> {
+    let mut l: Vec<(String, String)> = vec![
+        ("probe".into(), p.name.clone()),
+        ("kind".into(), p.kind.into()),
+    ];
+    for (k, v) in &p.labels {
+        let Some(name) = sanitize_label_name(k) else {
+            continue;
+        };
+        if RESERVED.contains(&name.as_str()) || l.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        l.push((name, v.clone()));
+    }
+    l
+}
+
+/// A valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`): other
+/// characters become `_`, a leading digit gets a `_` before it. `None` for
+/// an empty name or one starting with `__` (reserved by Prometheus).
+pub fn sanitize_label_name(name: &str) -> Option<String> {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    if s.is_empty() || s.starts_with("__") {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+/// Escapes a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
+pub fn escape_label_value(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// A sample value as Prometheus writes it (`+Inf`, `-Inf`, `NaN`).
+pub fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(String, String)], v: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape_label_value(val));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {}", fmt_value(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_are_sanitized() {
+        assert_eq!(sanitize_label_name("team").as_deref(), Some("team"));
+        assert_eq!(
+            sanitize_label_name("app.kubernetes/io-name").as_deref(),
+            Some("app_kubernetes_io_name")
+        );
+        assert_eq!(sanitize_label_name("1tier").as_deref(), Some("_1tier"));
+        assert_eq!(sanitize_label_name(""), None);
+        assert_eq!(sanitize_label_name("__name__"), None);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+
+    #[test]
+    fn values_are_formatted() {
+        assert_eq!(fmt_value(1.0), "1");
+        assert_eq!(fmt_value(0.005), "0.005");
+        assert_eq!(fmt_value(f64::INFINITY), "+Inf");
+        assert_eq!(fmt_value(f64::NAN), "NaN");
+    }
+}

@@ -1,0 +1,209 @@
+//! `/metrics` against the running daemon: blackbox_exporter's families for
+//! a passing and a failing http probe, Lookout's own families, and a text
+//! that parses line by line.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::process::free_port;
+
+/// A blocking HTTP server answering `200 ok`, or 503 for paths containing
+/// "down". Lives for the test process.
+fn http_target() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let resp: &[u8] = if head.lines().next().is_some_and(|l| l.contains("down")) {
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                };
+                let _ = s.write_all(resp);
+            });
+        }
+    });
+    port
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &Path) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .env_remove("LOOKOUT_CONFIG")
+        .env("NO_COLOR", "1")
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout run");
+    Daemon(child)
+}
+
+/// GET `path`; `None` while the daemon is not listening yet.
+fn get(port: u16, path: &str) -> Option<(String, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((head.to_string(), body.to_string()))
+}
+
+/// Every line is a comment (`# HELP name text`, `# TYPE name type`) or a
+/// sample `name{label="value",...} number`.
+fn assert_parses(text: &str) {
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+            assert!(matches!(kw, "HELP" | "TYPE"), "bad comment {line:?}");
+            assert!(valid_name(name), "bad name in {line:?}");
+            if kw == "TYPE" {
+                assert!(
+                    matches!(parts.next(), Some("gauge" | "counter" | "histogram")),
+                    "bad type in {line:?}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+        assert!(
+            value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN"),
+            "bad value in {line:?}"
+        );
+        let (name, labels) = match series.split_once('{') {
+            None => (series, ""),
+            Some((n, rest)) => (n, rest.strip_suffix('}').expect("labels close")),
+        };
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        parse_labels(labels).unwrap_or_else(|| panic!("bad labels in {line:?}"));
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+}
+
+/// `k="v",k2="v2"` with escapes; `None` if malformed.
+fn parse_labels(s: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once("=\"")?;
+        if !valid_name(k) || k.contains(':') {
+            return None;
+        }
+        let mut v = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            let (i, ch) = chars.next()?;
+            match ch {
+                '\\' => match chars.next()?.1 {
+                    'n' => v.push('\n'),
+                    c @ ('\\' | '"') => v.push(c),
+                    _ => return None,
+                },
+                '"' => break i,
+                c => v.push(c),
+            }
+        };
+        out.push((k.to_string(), v));
+        rest = &after[end + 1..];
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        } else if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn metrics_show_blackbox_families_for_the_running_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = http_target();
+    let listen = free_port();
+    let config = dir.path().join("lookout.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage:\n  sqlite: data/lookout.db\nserver:\n  listen: 127.0.0.1:{listen}\ndefaults:\n  interval: 300ms\n  timeout: 300ms\nprobes:\n  - name: web\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    labels: {{ team: core, \"app.tier\": front }}\n    expect: {{ status: 200 }}\n  - name: web-down\n    http: {{ url: \"http://127.0.0.1:{target}/down\" }}\n    expect: {{ status: 200 }}\n"
+        ),
+    )
+    .expect("write config");
+    let mut daemon = start(&config);
+
+    let up = "probe_success{probe=\"web\",kind=\"http\",app_tier=\"front\",team=\"core\"} 1\n";
+    let down = "probe_success{probe=\"web-down\",kind=\"http\"} 0\n";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (head, text) = loop {
+        if let Some((head, body)) = get(listen, "/metrics") {
+            if body.contains(up) && body.contains(down) {
+                break (head, body);
+            }
+            assert!(Instant::now() < deadline, "no results within 20s:\n{body}");
+        } else {
+            let exited = daemon.0.try_wait().expect("try_wait");
+            assert!(exited.is_none(), "lookout run exited: {exited:?}");
+            assert!(Instant::now() < deadline, "daemon not listening within 20s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    assert_parses(&text);
+    for want in [
+        "probe_http_status_code{probe=\"web\",kind=\"http\",app_tier=\"front\",team=\"core\"} 200\n",
+        "probe_http_status_code{probe=\"web-down\",kind=\"http\"} 503\n",
+        "probe_http_duration_seconds{probe=\"web\",kind=\"http\",app_tier=\"front\",team=\"core\",phase=\"connect\"} ",
+        "probe_http_duration_seconds{probe=\"web\",kind=\"http\",app_tier=\"front\",team=\"core\",phase=\"processing\"} ",
+        "probe_http_duration_seconds{probe=\"web\",kind=\"http\",app_tier=\"front\",team=\"core\",phase=\"transfer\"} ",
+        "probe_duration_seconds{probe=\"web\",kind=\"http\",app_tier=\"front\",team=\"core\"} ",
+        "lookout_probe_state{probe=\"web\",kind=\"http\",state=\"up\"} 1\n",
+        "lookout_probe_state{probe=\"web-down\",kind=\"http\",state=\"failing\"} 1\n",
+        "lookout_results_total{probe=\"web\",outcome=\"success\",class=\"none\"} ",
+        "lookout_results_total{probe=\"web-down\",outcome=\"failure\",class=\"expectation\"} ",
+        "lookout_probe_duration_seconds_bucket{kind=\"http\",le=\"+Inf\"} ",
+        "lookout_scheduler_lag_seconds_count ",
+        "lookout_build_info{version=",
+        "# TYPE lookout_results_written_total counter\n",
+        "lookout_results_buffered ",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // No URL, port or message leaks into the exposition.
+    assert!(!text.contains(&format!("{target}")), "{text}");
+    assert!(!text.contains("127.0.0.1"), "{text}");
+}
