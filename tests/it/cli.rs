@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::http_target;
+
 use crate::harness::process::free_port;
 
 fn lookout() -> Command {
@@ -16,37 +18,6 @@ fn lookout() -> Command {
         .env("NO_COLOR", "1")
         .env("LOOKOUT_LOG", "info");
     c
-}
-
-/// A blocking HTTP server on its own thread answering every request with
-/// `200 ok`, or 503 for paths containing "down". Lives for the test process.
-fn http_target() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf);
-                let resp: &[u8] = if head.lines().next().is_some_and(|l| l.contains("down")) {
-                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown"
-                } else {
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                };
-                let _ = s.write_all(resp);
-            });
-        }
-    });
-    port
 }
 
 struct Daemon {
