@@ -147,40 +147,25 @@ mod tests {
     use http::Request;
     use tower::ServiceExt;
 
+    /// GETs `path` from the router without a socket.
+    async fn get(app: &Router, path: &str) -> Response {
+        app.clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response")
+    }
+
     #[tokio::test]
     async fn health_and_readiness() {
         let state = LiveState::default();
         let app = router(state.clone());
-        let res = app
-            .clone()
-            .oneshot(
-                Request::get("/healthz")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
-        assert_eq!(res.status(), StatusCode::OK);
-        let res = app
-            .clone()
-            .oneshot(
-                Request::get("/readyz")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get(&app, "/healthz").await.status(), StatusCode::OK);
+        assert_eq!(
+            get(&app, "/readyz").await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         state.ready.store(true, Ordering::Relaxed);
-        let res = app
-            .oneshot(
-                Request::get("/readyz")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
-        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(get(&app, "/readyz").await.status(), StatusCode::OK);
     }
 
     fn info(name: &str, kind: &'static str, labels: &[(&str, &str)]) -> ProbeInfo {
@@ -220,14 +205,7 @@ mod tests {
     }
 
     async fn scrape(state: LiveState) -> (String, String) {
-        let res = router(state)
-            .oneshot(
-                Request::get("/metrics")
-                    .body(Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
+        let res = get(&router(state), "/metrics").await;
         assert_eq!(res.status(), StatusCode::OK);
         let ct = res.headers()[http::header::CONTENT_TYPE]
             .to_str()

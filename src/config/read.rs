@@ -165,6 +165,23 @@ impl Cx {
 
     /// Any YAML value as JSON (for matchers): sequences become arrays and
     /// mappings objects; strings are expanded like every other string.
+    /// A value matcher (`UP`, `"> 0"`, `"=~ re"`, or any YAML value for
+    /// equality), reporting an invalid one at the node.
+    pub fn value_matcher(
+        &mut self,
+        node: &Node,
+        path: &str,
+    ) -> Option<crate::expect::ValueMatcher> {
+        let json = self.json(node, path)?;
+        match crate::expect::ValueMatcher::from_json(&json) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.error(&node.pos, path, e);
+                None
+            }
+        }
+    }
+
     pub fn json(&mut self, node: &Node, path: &str) -> Option<Json> {
         Some(match &node.value {
             Value::Null => Json::Null,

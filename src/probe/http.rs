@@ -585,15 +585,7 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                             None
                         }
                     };
-                    let matcher = cx
-                        .json(v, &p)
-                        .and_then(|j| match ValueMatcher::from_json(&j) {
-                            Ok(m) => Some(m),
-                            Err(e) => {
-                                cx.error(&v.pos, &p, e);
-                                None
-                            }
-                        });
+                    let matcher = cx.value_matcher(v, &p);
                     match (jp, matcher) {
                         (Some(path), Some(matcher)) => out.json.push(JsonExpect {
                             text: k.name.clone(),
@@ -630,15 +622,7 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
                             None
                         }
                     };
-                    let matcher = cx
-                        .json(v, &p)
-                        .and_then(|j| match ValueMatcher::from_json(&j) {
-                            Ok(m) => Some(m),
-                            Err(e) => {
-                                cx.error(&v.pos, &p, e);
-                                None
-                            }
-                        });
+                    let matcher = cx.value_matcher(v, &p);
                     match (name, matcher) {
                         (Some(n), Some(m)) => out.headers.push((n, m)),
                         _ => ok = false,

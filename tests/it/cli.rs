@@ -3,12 +3,11 @@
 //! prints phases and expectations with the right exit status; `history`
 //! reads back what `run` wrote.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::http_target;
+use crate::harness::{http_get, http_target, start_daemon};
 
 use crate::harness::process::free_port;
 
@@ -18,18 +17,6 @@ fn lookout() -> Command {
         .env("NO_COLOR", "1")
         .env("LOOKOUT_LOG", "info");
     c
-}
-
-struct Daemon {
-    child: Child,
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn write_config(dir: &Path, listen: u16, target: u16) -> PathBuf {
@@ -44,35 +31,6 @@ fn write_config(dir: &Path, listen: u16, target: u16) -> PathBuf {
     path
 }
 
-fn start(config: &Path) -> Daemon {
-    start_with(config, &[])
-}
-
-/// Starts `lookout run` with extra environment variables, reading its log.
-fn start_with(config: &Path, env: &[(&str, &str)]) -> Daemon {
-    let mut cmd = lookout();
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .args(["run", "-c"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start lookout run");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    Daemon { child, log: rx }
-}
-
 fn count_rows(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).expect("open db");
     conn.query_row("SELECT count(*) FROM results", [], |r| r.get(0))
@@ -85,7 +43,7 @@ fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
     let target = http_target();
     let listen = free_port();
     let config = write_config(dir.path(), listen, target);
-    let mut d = start(&config);
+    let mut d = start_daemon(&config, &[]);
 
     // Wait until each probe has logged a few results.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -107,7 +65,7 @@ fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
         lines.push(line);
     }
     // The API shows both probes with their last result.
-    let api = http_get(listen, "/api/v1/probes");
+    let api = http_get(listen, "/api/v1/probes").expect("GET the API");
     assert!(
         api.contains("\"name\":\"web\"") && api.contains("\"state\":\"up\""),
         "{api}"
@@ -164,19 +122,6 @@ fn run_records_one_row_per_run_and_stops_cleanly_on_sigterm() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["stats"]["uptime"], 0.0, "{v}");
     assert_eq!(v["results"][0]["failure"]["class"], "expectation", "{v}");
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
 }
 
 #[test]
@@ -285,7 +230,7 @@ fn secrets_never_reach_output_logs_or_the_database() {
     seen.push_str(&String::from_utf8_lossy(&out.stderr));
     assert!(seen.contains("monitor:***@"), "{seen}");
 
-    let mut d = start_with(&config, &secrets);
+    let mut d = start_daemon(&config, &secrets);
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut failures = 0;
     while failures < 2 {
@@ -297,7 +242,7 @@ fn secrets_never_reach_output_logs_or_the_database() {
         seen.push_str(&line);
         seen.push('\n');
     }
-    seen.push_str(&http_get(listen, "/api/v1/probes"));
+    seen.push_str(&http_get(listen, "/api/v1/probes").expect("GET the API"));
     let pid = d.child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = d.child.wait();

@@ -2,46 +2,14 @@
 //! a passing and a failing http probe, Lookout's own families, and a text
 //! that parses line by line.
 
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::http_target;
 use crate::harness::process::free_port;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .env_remove("LOOKOUT_CONFIG")
-        .env("NO_COLOR", "1")
-        .args(["run", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lookout run");
-    Daemon(child)
-}
+use crate::harness::{http_get, http_target, start_daemon};
 
 /// GET `path`; `None` while the daemon is not listening yet.
 fn get(port: u16, path: &str) -> Option<(String, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
+    let out = http_get(port, path)?;
     let (head, body) = out.split_once("\r\n\r\n")?;
     Some((head.to_string(), body.to_string()))
 }
@@ -131,7 +99,7 @@ fn metrics_show_blackbox_families_for_the_running_daemon() {
         ),
     )
     .expect("write config");
-    let mut daemon = start(&config);
+    let mut daemon = start_daemon(&config, &[]);
 
     let up = "probe_success{probe=\"web\",kind=\"http\",app_tier=\"front\",team=\"core\"} 1\n";
     let down = "probe_success{probe=\"web-down\",kind=\"http\"} 0\n";
@@ -143,7 +111,7 @@ fn metrics_show_blackbox_families_for_the_running_daemon() {
             }
             assert!(Instant::now() < deadline, "no results within 20s:\n{body}");
         } else {
-            let exited = daemon.0.try_wait().expect("try_wait");
+            let exited = daemon.child.try_wait().expect("try_wait");
             assert!(exited.is_none(), "lookout run exited: {exited:?}");
             assert!(Instant::now() < deadline, "daemon not listening within 20s");
         }

@@ -174,3 +174,64 @@ pub fn http_target() -> u16 {
     });
     port
 }
+
+/// GET `path` from a server on 127.0.0.1 and return the raw response (head
+/// and body); `None` while nothing listens there yet.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A `lookout run` child process, killed on drop, whose log (stderr)
+/// lines arrive on `log`.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `lookout run -c config` with extra environment variables.
+pub fn start_daemon(config: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"));
+    cmd.env_remove("LOOKOUT_CONFIG")
+        .env("NO_COLOR", "1")
+        .env("LOOKOUT_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(["run", "-c"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start lookout run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Daemon { child, log: rx }
+}
