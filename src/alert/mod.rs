@@ -7,11 +7,13 @@
 //! notifier. Everything takes the current time as an argument, so the logic
 //! is tested without sleeping.
 
+pub mod board;
 pub mod engine;
 pub mod maintenance;
 pub mod outbox;
 pub mod runner;
 pub mod state;
 
+pub use board::{AlertBoard, AlertView};
 pub use engine::{Engine, Outgoing};
 pub use state::{Incident, ProbeState, Status};

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::OutboxHandle;
-use super::{Engine, Incident, Outgoing, ProbeState};
+use super::{AlertBoard, AlertView, Engine, Incident, Outgoing, ProbeState};
 use crate::config::Config;
 use crate::result::ProbeResult;
 use crate::store::{Store, StoreError};
@@ -48,6 +48,7 @@ pub async fn spawn_alerting(
     config: &Config,
     store: Store,
     outbox: OutboxHandle,
+    board: AlertBoard,
     shutdown: CancellationToken,
 ) -> Result<(AlertHandle, JoinHandle<()>), StoreError> {
     let store = Arc::new(Mutex::new(store));
@@ -70,8 +71,9 @@ pub async fn spawn_alerting(
     if restored > 0 {
         tracing::info!(probes = restored, "alerting state restored");
     }
+    publish_all(&engine, &board);
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(engine, rx, store, outbox, shutdown));
+    let task = tokio::spawn(run(engine, rx, store, outbox, board, shutdown));
     Ok((AlertHandle { tx }, task))
 }
 
@@ -84,6 +86,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<ProbeResult>,
     store: Arc<Mutex<Store>>,
     outbox: OutboxHandle,
+    board: AlertBoard,
     shutdown: CancellationToken,
 ) {
     let mut dirty: BTreeSet<String> = BTreeSet::new();
@@ -96,6 +99,7 @@ async fn run(
                 Some(r) => {
                     dirty.insert(r.probe.clone());
                     pending.extend(engine.on_result(&r, Utc::now()));
+                    publish(&engine, &board, &r.probe);
                     // A notice is saved (and so sent) at once; streaks of
                     // quiet runs are saved with the next tick.
                     if !pending.is_empty() {
@@ -107,6 +111,7 @@ async fn run(
             _ = ticker.tick() => {
                 pending.extend(engine.tick(Utc::now()));
                 save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+                publish_all(&engine, &board);
             }
             _ = shutdown.cancelled() => break,
         }
@@ -117,6 +122,23 @@ async fn run(
         pending.extend(engine.on_result(&r, Utc::now()));
     }
     save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+}
+
+/// Shows `name`'s state on the board.
+fn publish(engine: &Engine, board: &AlertBoard, name: &str) {
+    if let Some(state) = engine.state(name) {
+        let maintenance = engine.in_maintenance(name, Utc::now());
+        board.publish(name, AlertView::of(state, maintenance));
+    }
+}
+
+/// Shows every probe's state on the board (maintenance windows begin and
+/// end with time, and saving assigns incident ids).
+fn publish_all(engine: &Engine, board: &AlertBoard) {
+    let now = Utc::now();
+    for (name, state) in engine.states() {
+        board.publish(name, AlertView::of(state, engine.in_maintenance(name, now)));
+    }
 }
 
 /// Saves the dirty states, closed incidents and pending notices; on

@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use super::{load_config, Cli, Exit};
 use crate::alert::outbox::{spawn_outbox, OutboxSettings};
 use crate::alert::runner::spawn_alerting;
+use crate::alert::AlertBoard;
 use crate::config::ProbeSpec;
 use crate::result::ProbeResult;
 use crate::scheduler::{self, RunMeta, Sink};
-use crate::server::{router, LiveState};
+use crate::server::{router, History, LiveState};
 use crate::store::recorder::{spawn_recorder, RecorderSettings};
 use crate::store::Store;
 
@@ -55,14 +56,17 @@ pub async fn run(cli: &Cli) -> Exit {
             }
         }
     };
-    let (alert_store, outbox_store) =
-        match (open_second("alerting").await, open_second("outbox").await) {
-            (Ok(a), Ok(o)) => (a, o),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("{e}");
-                return Exit::Failed;
-            }
-        };
+    let (alert_store, outbox_store, server_store) = match (
+        open_second("alerting").await,
+        open_second("outbox").await,
+        open_second("server").await,
+    ) {
+        (Ok(a), Ok(o), Ok(s)) => (a, o, s),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("{e}");
+            return Exit::Failed;
+        }
+    };
 
     let shutdown = CancellationToken::new();
     let recorder_stop = CancellationToken::new();
@@ -79,19 +83,30 @@ pub async fn run(cli: &Cli) -> Exit {
         },
         outbox_stop.clone(),
     );
-    let (alerts, alert_task) =
-        match spawn_alerting(&cfg, alert_store, outbox.clone(), alert_stop.clone()).await {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("lookout: cannot restore the alerting state: {e}");
-                return Exit::Failed;
-            }
-        };
+    let board = AlertBoard::default();
+    let (alerts, alert_task) = match spawn_alerting(
+        &cfg,
+        alert_store,
+        outbox.clone(),
+        board.clone(),
+        alert_stop.clone(),
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lookout: cannot restore the alerting state: {e}");
+            return Exit::Failed;
+        }
+    };
     let settings = RecorderSettings::from(&cfg.storage);
     let (recorder, recorder_task) = spawn_recorder(store, settings, recorder_stop.clone());
 
     let probes: Vec<Arc<ProbeSpec>> = cfg.probes.iter().cloned().map(Arc::new).collect();
-    let live = LiveState::new(&probes);
+    let mut live = LiveState::new(&probes);
+    live.alerts = board;
+    live.history = Some(History::new(server_store));
+    live.settings = Arc::new(cfg.server.clone());
     live.metrics.set_recorder(recorder.stats());
     live.ready.store(true, Ordering::Relaxed);
 

@@ -230,11 +230,7 @@ fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
 }
 
 fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
-    let mut server = Server {
-        listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
-        token: None,
-        public_url: None,
-    };
+    let mut server = Server::default();
     let Some(node) = top.get("server") else {
         return Some(server);
     };

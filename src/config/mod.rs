@@ -68,6 +68,16 @@ pub struct Server {
     pub public_url: Option<String>,
 }
 
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: None,
+            public_url: None,
+        }
+    }
+}
+
 /// The `outbox:` section: retry and expiry of queued notices.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxConfig {

@@ -27,6 +27,7 @@ pub mod alert_state;
 mod codec;
 pub mod outbox;
 pub mod recorder;
+mod rollup;
 mod schema;
 
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use recorder::{
     spawn_recorder, RecorderCounters, RecorderHandle, RecorderReport, RecorderSettings,
     RecorderStats,
 };
+pub use rollup::{Counts, SeriesPoint};
 
 /// How long SQLite waits for a lock before reporting the database busy.
 /// Short on purpose: the recorder retries with backoff and keeps results in

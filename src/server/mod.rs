@@ -1,10 +1,13 @@
-//! The HTTP surface: `/healthz`, `/readyz` and a first JSON view of every
-//! probe's latest result at `/api/v1/probes`, and the Prometheus exposition
-//! at `/metrics` (see [`crate::metrics`]). (The status page and history API
-//! come with issue 5.)
+//! The HTTP surface: the status page and probe pages ([`pages`]), the JSON
+//! API under `/api/v1` ([`api`]), status badges ([`badge`]), the Prometheus
+//! exposition at `/metrics` (see [`crate::metrics`]), and `/healthz` and
+//! `/readyz`; [`auth`] guards what `server.token` and `server.basic_auth`
+//! protect.
 //!
 //! The router is built by [`router`] from shared state so it can be tested
-//! without a socket. It reads the live state and never writes anything.
+//! without a socket. It reads the live state (latest results, the alerting
+//! board) and the history database through its own read connection
+//! ([`History`]), and never writes anything.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+pub mod api;
+pub mod auth;
+pub mod badge;
+mod history;
+pub mod pages;
+
+pub use history::History;
+
+use crate::alert::AlertBoard;
 use crate::config::ProbeSpec;
 use crate::metrics::{self, Registry};
 use crate::result::ProbeResult;
@@ -31,6 +43,12 @@ pub struct LiveState {
     pub ready: Arc<AtomicBool>,
     /// Lookout's own metrics, fed by the sink.
     pub metrics: Arc<Registry>,
+    /// Alerting state per probe, published by the alerting task.
+    pub alerts: AlertBoard,
+    /// The history database (read only); `None` in tests that need none.
+    pub history: Option<History>,
+    /// What the server needs of the configuration: auth, public URL.
+    pub settings: Arc<crate::config::Server>,
 }
 
 /// A probe's static description, safe to show (targets are redacted).
@@ -63,6 +81,9 @@ impl LiveState {
             probes: Arc::new(infos),
             latest: Arc::default(),
             ready: Arc::default(),
+            alerts: AlertBoard::default(),
+            history: None,
+            settings: Arc::default(),
         }
     }
 

@@ -1,0 +1,2 @@
+//! Status badges (`/badge/{name}.svg`): status, uptime or latency of one
+//! probe as a small SVG for READMEs.
