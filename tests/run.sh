@@ -3,8 +3,8 @@
 #
 # The tests start their own throwaway servers (in-process HTTP/TCP/TLS
 # targets, and from the installed binaries: unbound, PostgreSQL (initdb +
-# postgres), redis-server and mariadbd, each on a free loopback port with a
-# fresh data directory); this script only installs the Debian packages they
+# postgres), redis-server, mariadbd and prometheus, each on a free loopback
+# port with a fresh data directory, and headless chromium); this script only installs the Debian packages they
 # need when they are missing, then runs every test target. Debian's server
 # packages may try to start their own system services; the tests never use
 # those.
@@ -19,6 +19,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The SMTP server for the notifier tests runs on Debian's interpreter, which
 # may not be the python3 first on PATH.
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+# A real Prometheus scrapes /metrics; headless Chromium renders the status page.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   SUDO=""

@@ -96,12 +96,22 @@ impl LiveState {
     }
 }
 
+/// The whole HTTP surface. Public routes (`/healthz`, `/readyz`, badges)
+/// bypass [`auth`]; the API and `/metrics` need the token when one is set,
+/// the pages need basic auth when it is set (see [`auth::protect`]).
 pub fn router(state: LiveState) -> Router {
-    Router::new()
+    let public = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(badge::routes());
+    let api = Router::new()
         .route("/api/v1/probes", get(probes))
-        .route("/metrics", get(metrics_text))
+        .merge(api::routes())
+        .route("/metrics", get(metrics_text));
+    let pages = pages::routes();
+    public
+        .merge(auth::protect(api, auth::Area::Api, &state))
+        .merge(auth::protect(pages, auth::Area::Pages, &state))
         .with_state(state)
 }
 

@@ -7,6 +7,9 @@
 mod harness;
 
 mod alert;
+mod api;
+mod auth;
+mod browser;
 mod cli;
 mod config;
 mod dns;
@@ -15,7 +18,9 @@ mod metrics;
 mod mysql;
 mod notify;
 mod outbox;
+mod pages;
 mod postgres;
+mod prometheus;
 mod redis;
 mod scheduler;
 mod store;
