@@ -27,10 +27,9 @@ pub struct AlertView {
     pub caused_by: Option<String>,
     /// A maintenance window covers the probe right now.
     pub maintenance: bool,
-    /// Start of the open incident (first failure of its streak).
+    /// Start of the open incident (first failure of its streak); with the
+    /// probe name it identifies the incident's row in the database.
     pub incident_started: Option<DateTime<Utc>>,
-    /// Database id of the open incident, once saved.
-    pub incident_id: Option<i64>,
 }
 
 impl AlertView {
@@ -43,7 +42,6 @@ impl AlertView {
             caused_by: state.incident.as_ref().and_then(|i| i.caused_by.clone()),
             maintenance,
             incident_started: state.incident.as_ref().map(|i| i.started_at),
-            incident_id: state.incident.as_ref().and_then(|i| i.id),
         }
     }
 
@@ -93,5 +91,61 @@ impl AlertBoard {
     pub fn open_incidents(&self) -> usize {
         let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
         map.values().filter(|v| v.status == "down").count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Incident, Status};
+
+    fn down(caused_by: Option<&str>) -> ProbeState {
+        let at = Utc::now();
+        ProbeState {
+            status: Status::Down,
+            since: Some(at),
+            fail_streak: 3,
+            incident: Some(Incident {
+                id: Some(7),
+                started_at: at,
+                opened_at: at,
+                ended_at: None,
+                first_failure: None,
+                last_failure: None,
+                streak: 3,
+                caused_by: caused_by.map(str::to_string),
+                notified: true,
+                last_notice_at: None,
+            }),
+            ..ProbeState::new()
+        }
+    }
+
+    #[test]
+    fn state_word_precedence() {
+        assert_eq!(AlertView::of(&ProbeState::new(), false).state(), "pending");
+        assert_eq!(AlertView::of(&down(None), false).state(), "down");
+        let dep = AlertView::of(&down(Some("db")), false);
+        assert_eq!(dep.state(), "dependency");
+        assert_eq!(dep.caused_by.as_deref(), Some("db"));
+        assert!(dep.incident_started.is_some());
+        // Maintenance wins over everything: notices are silenced.
+        assert_eq!(
+            AlertView::of(&down(Some("db")), true).state(),
+            "maintenance"
+        );
+    }
+
+    #[test]
+    fn board_counts_open_incidents() {
+        let board = AlertBoard::default();
+        board.publish("a", AlertView::of(&down(None), false));
+        board.publish("b", AlertView::of(&ProbeState::new(), false));
+        board.publish("c", AlertView::of(&down(Some("a")), false));
+        assert_eq!(board.open_incidents(), 2);
+        board.publish("a", AlertView::of(&ProbeState::new(), false));
+        assert_eq!(board.open_incidents(), 1);
+        assert_eq!(board.get("c").map(|v| v.state()), Some("dependency"));
+        assert!(board.get("zz").is_none());
     }
 }
