@@ -4,20 +4,25 @@
 //! - per-probe families from each probe's latest result (`probe_success`,
 //!   `probe_duration_seconds`, `probe_http_*`, `probe_ssl_earliest_cert_expiry`,
 //!   `probe_dns_answer_rrs`), with blackbox_exporter's meanings, and
-//!   `lookout_probe_state`;
+//!   `lookout_probe_state` from the alerting board;
 //! - Lookout's own `lookout_*` families, kept by [`Registry`] and fed by the
-//!   daemon's sink (counters and histograms), plus the recorder's counters.
+//!   daemon's sink (counters and histograms), the recorder's counters and
+//!   write latency, the outbox task's [`NotifyCounters`], and what a scrape
+//!   reads at once ([`Scrape`]: open incidents, outbox rows by status).
 //!
 //! Label values come only from configured probe names and labels, kinds,
 //! phases, failure classes and the version: never a message or a URL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use crate::alert::AlertView;
 use crate::result::{Phase, ProbeResult};
 use crate::server::ProbeInfo;
+use crate::store::outbox::OutboxCounts;
 use crate::store::recorder::RecorderStats;
 
 /// The Content-Type of the exposition.
@@ -29,6 +34,14 @@ pub const DURATION_BUCKETS: &[f64] = &[
 ];
 /// Buckets of `lookout_scheduler_lag_seconds`.
 pub const LAG_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1.0];
+/// Buckets of `lookout_db_write_seconds`.
+pub const DB_WRITE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The values of `lookout_probe_state`'s `state` label, all shown for
+/// every probe (1 for the current one, 0 for the others).
+pub const PROBE_STATES: &[&str] = &["pending", "up", "down", "dependency", "maintenance"];
 
 /// Label names the per-probe families set themselves; configured labels
 /// with these names are skipped.
@@ -80,6 +93,100 @@ impl Histogram {
     }
 }
 
+/// A histogram of database write times behind a short lock, shared
+/// between the recorder (writer) and `/metrics`.
+#[derive(Debug)]
+pub struct DbWriteHistogram(Mutex<Histogram>);
+
+impl Default for DbWriteHistogram {
+    fn default() -> Self {
+        DbWriteHistogram(Mutex::new(Histogram::new(DB_WRITE_BUCKETS)))
+    }
+}
+
+impl DbWriteHistogram {
+    pub fn observe(&self, d: Duration) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(d.as_secs_f64());
+    }
+
+    pub fn snapshot(&self) -> Histogram {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// What became of one delivery attempt, as `lookout_notifications_total`
+/// counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotifyOutcome {
+    /// The receiver accepted the notice.
+    Delivered,
+    /// A permanent failure: the notice will not be sent again.
+    Failed,
+    /// A transient failure: the notice will be sent again later.
+    Retried,
+}
+
+impl NotifyOutcome {
+    pub const ALL: [NotifyOutcome; 3] = [
+        NotifyOutcome::Delivered,
+        NotifyOutcome::Failed,
+        NotifyOutcome::Retried,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOutcome::Delivered => "delivered",
+            NotifyOutcome::Failed => "failed",
+            NotifyOutcome::Retried => "retried",
+        }
+    }
+}
+
+/// Delivery attempts per notifier and outcome, counted by the outbox task
+/// and shown by `/metrics`. Configured notifiers start at 0 for every
+/// outcome, so their series exist before the first notice.
+#[derive(Debug, Default)]
+pub struct NotifyCounters(Mutex<BTreeMap<(String, NotifyOutcome), u64>>);
+
+impl NotifyCounters {
+    pub fn new<'a>(notifiers: impl IntoIterator<Item = &'a String>) -> NotifyCounters {
+        let mut map = BTreeMap::new();
+        for n in notifiers {
+            for o in NotifyOutcome::ALL {
+                map.insert((n.clone(), o), 0);
+            }
+        }
+        NotifyCounters(Mutex::new(map))
+    }
+
+    /// Counts one attempt of `notifier` (a configured name: never a URL).
+    pub fn count(&self, notifier: &str, outcome: NotifyOutcome) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry((notifier.to_string(), outcome)).or_default() += 1;
+    }
+
+    /// How many attempts of `notifier` ended with `outcome`.
+    pub fn get(&self, notifier: &str, outcome: NotifyOutcome) -> u64 {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(notifier.to_string(), outcome))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn snapshot(&self) -> BTreeMap<(String, NotifyOutcome), u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     /// (probe, outcome, class) -> count.
@@ -96,6 +203,11 @@ pub struct Registry {
     kinds: HashMap<String, &'static str>,
     inner: Mutex<Inner>,
     recorder: OnceLock<Arc<RecorderStats>>,
+    notifications: OnceLock<Arc<NotifyCounters>>,
+    /// Scrapes that could not read the outbox counts.
+    outbox_scrape_errors: AtomicU64,
+    /// The last scrape could not read them (to log only the first failure).
+    outbox_failing: AtomicBool,
 }
 
 impl Registry {
@@ -109,6 +221,21 @@ impl Registry {
     /// Exposes the recorder's counters from now on (first call wins).
     pub fn set_recorder(&self, stats: Arc<RecorderStats>) {
         let _ = self.recorder.set(stats);
+    }
+
+    /// Exposes the outbox task's delivery counters from now on (first call
+    /// wins).
+    pub fn set_notifications(&self, counters: Arc<NotifyCounters>) {
+        let _ = self.notifications.set(counters);
+    }
+
+    /// Records whether this scrape could read the outbox counts; returns
+    /// true when that changed since the last scrape (to log it once).
+    pub fn outbox_scrape(&self, ok: bool) -> bool {
+        if !ok {
+            self.outbox_scrape_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.outbox_failing.swap(!ok, Ordering::Relaxed) == ok
     }
 
     /// Counts one run: its outcome, its duration (per kind) and how late
@@ -220,17 +347,66 @@ impl Registry {
                 out.family(name, kind, help);
                 out.sample(name, &[], v as f64);
             }
+            out.family(
+                "lookout_db_write_seconds",
+                "histogram",
+                "Time to write one batch of results to the history database (every attempt).",
+            );
+            stats
+                .write_seconds()
+                .write(out, "lookout_db_write_seconds", &[]);
         }
+
+        if let Some(counters) = self.notifications.get() {
+            out.family(
+                "lookout_notifications_total",
+                "counter",
+                "Notice delivery attempts by notifier and outcome: delivered, failed \
+                 (permanently; not retried) or retried (transient failure).",
+            );
+            for ((notifier, outcome), n) in counters.snapshot() {
+                out.sample(
+                    "lookout_notifications_total",
+                    &[
+                        ("notifier".into(), notifier),
+                        ("outcome".into(), outcome.as_str().into()),
+                    ],
+                    n as f64,
+                );
+            }
+        }
+
+        out.family(
+            "lookout_scrape_errors_total",
+            "counter",
+            "Scrapes that left out a family because its source could not be read, by family.",
+        );
+        out.sample(
+            "lookout_scrape_errors_total",
+            &[("family".into(), "lookout_outbox_notices".into())],
+            self.outbox_scrape_errors.load(Ordering::Relaxed) as f64,
+        );
     }
 }
 
-/// The whole exposition: per-probe families from the latest results, then
-/// the registry's.
-pub fn render(
-    probes: &[ProbeInfo],
-    latest: &HashMap<String, ProbeResult>,
-    registry: &Registry,
-) -> String {
+/// What one scrape shows besides the registry: the probes, their latest
+/// results and alerting state, and what was read for this scrape.
+pub struct Scrape<'a> {
+    pub probes: &'a [ProbeInfo],
+    pub latest: &'a HashMap<String, ProbeResult>,
+    /// The alerting board's snapshot, by probe name.
+    pub alerts: &'a HashMap<String, AlertView>,
+    /// Open incidents ([`crate::alert::AlertBoard::open_incidents`]).
+    pub incidents_open: usize,
+    /// Outbox rows by status; `None` leaves `lookout_outbox_notices` out
+    /// (no database, or it could not be read for this scrape).
+    pub outbox: Option<OutboxCounts>,
+}
+
+/// The whole exposition: per-probe families from the latest results, the
+/// alerting state and outbox, then the registry's.
+pub fn render(scrape: &Scrape<'_>, registry: &Registry) -> String {
+    let (probes, latest) = (scrape.probes, scrape.latest);
     let mut out = Exposition::default();
     let runs: Vec<(Vec<(String, String)>, &ProbeResult)> = probes
         .iter()
@@ -315,29 +491,62 @@ pub fn render(
             out.sample("probe_dns_answer_rrs", l, n);
         }
     }
+    write_alerting(&mut out, scrape);
+    registry.write(&mut out);
+    out.text
+}
+
+/// `lookout_probe_state` (every state, 1 for the current one),
+/// `lookout_incidents_open` and `lookout_outbox_notices`.
+fn write_alerting(out: &mut Exposition, scrape: &Scrape<'_>) {
     out.family(
         "lookout_probe_state",
         "gauge",
-        "1 for the probe's current state: pending (no result yet), up or failing.",
+        "1 for the probe's current alerting state, 0 for the others: pending (not yet \
+         decided), up, down, dependency (down while a dependency is down) or maintenance.",
     );
-    for p in probes {
-        let state = match latest.get(&p.name) {
-            None => "pending",
-            Some(r) if r.success => "up",
-            Some(_) => "failing",
-        };
-        out.sample(
-            "lookout_probe_state",
-            &[
-                ("probe".into(), p.name.clone()),
-                ("kind".into(), p.kind.into()),
-                ("state".into(), state.into()),
-            ],
-            1.0,
-        );
+    for p in scrape.probes {
+        let current = scrape
+            .alerts
+            .get(&p.name)
+            .map_or("pending", AlertView::state);
+        for state in PROBE_STATES {
+            out.sample(
+                "lookout_probe_state",
+                &[
+                    ("probe".into(), p.name.clone()),
+                    ("kind".into(), p.kind.into()),
+                    ("state".into(), (*state).into()),
+                ],
+                if *state == current { 1.0 } else { 0.0 },
+            );
+        }
     }
-    registry.write(&mut out);
-    out.text
+    out.family(
+        "lookout_incidents_open",
+        "gauge",
+        "Probes down with an open incident (dependency-caused ones included).",
+    );
+    out.sample("lookout_incidents_open", &[], scrape.incidents_open as f64);
+    if let Some(c) = &scrape.outbox {
+        out.family(
+            "lookout_outbox_notices",
+            "gauge",
+            "Notices in the outbox by status: pending (to be sent or retried), failed \
+             (permanently) and expired (not delivered within the outbox max age).",
+        );
+        for (status, n) in [
+            ("pending", c.pending),
+            ("failed", c.failed),
+            ("expired", c.expired),
+        ] {
+            out.sample(
+                "lookout_outbox_notices",
+                &[("status".into(), status.into())],
+                n as f64,
+            );
+        }
+    }
 }
 
 /// `probe`, `kind`, then the configured labels with sanitized names; names
@@ -456,6 +665,91 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+
+    fn view(state: &crate::alert::ProbeState, maintenance: bool) -> AlertView {
+        AlertView::of(state, maintenance)
+    }
+
+    #[test]
+    fn alerting_outbox_notifications_and_write_latency() {
+        use crate::alert::{ProbeState, Status};
+        let probes: Vec<ProbeInfo> = ["a", "b", "c"]
+            .iter()
+            .map(|n| ProbeInfo {
+                name: (*n).into(),
+                kind: "tcp",
+                target: "t".into(),
+                schedule: "every 1s".into(),
+                labels: BTreeMap::new(),
+            })
+            .collect();
+        let registry = Registry::new(&probes);
+        let notifiers = ["mail".to_string()];
+        let counters = Arc::new(NotifyCounters::new(&notifiers));
+        counters.count("mail", NotifyOutcome::Retried);
+        counters.count("mail", NotifyOutcome::Delivered);
+        registry.set_notifications(counters);
+        let stats = Arc::new(RecorderStats::default());
+        registry.set_recorder(stats.clone());
+        let up = ProbeState {
+            status: Status::Up,
+            ..ProbeState::new()
+        };
+        let alerts: HashMap<String, AlertView> = [
+            ("a".to_string(), view(&up, false)),
+            ("b".to_string(), view(&up, true)),
+        ]
+        .into_iter()
+        .collect();
+        let latest = HashMap::new();
+        let mut scrape = Scrape {
+            probes: &probes,
+            latest: &latest,
+            alerts: &alerts,
+            incidents_open: 2,
+            outbox: Some(OutboxCounts {
+                pending: 3,
+                delivered: 9,
+                failed: 1,
+                expired: 0,
+            }),
+        };
+        let text = render(&scrape, &registry);
+        for want in [
+            "lookout_probe_state{probe=\"a\",kind=\"tcp\",state=\"up\"} 1\n",
+            "lookout_probe_state{probe=\"a\",kind=\"tcp\",state=\"pending\"} 0\n",
+            "lookout_probe_state{probe=\"a\",kind=\"tcp\",state=\"maintenance\"} 0\n",
+            "lookout_probe_state{probe=\"b\",kind=\"tcp\",state=\"maintenance\"} 1\n",
+            "lookout_probe_state{probe=\"b\",kind=\"tcp\",state=\"up\"} 0\n",
+            // Not on the board yet: pending.
+            "lookout_probe_state{probe=\"c\",kind=\"tcp\",state=\"pending\"} 1\n",
+            "lookout_incidents_open 2\n",
+            "lookout_outbox_notices{status=\"pending\"} 3\n",
+            "lookout_outbox_notices{status=\"failed\"} 1\n",
+            "lookout_outbox_notices{status=\"expired\"} 0\n",
+            "lookout_notifications_total{notifier=\"mail\",outcome=\"delivered\"} 1\n",
+            "lookout_notifications_total{notifier=\"mail\",outcome=\"failed\"} 0\n",
+            "lookout_notifications_total{notifier=\"mail\",outcome=\"retried\"} 1\n",
+            "lookout_db_write_seconds_count 0\n",
+            "lookout_scrape_errors_total{family=\"lookout_outbox_notices\"} 0\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // Five states per probe, one of them 1.
+        assert_eq!(text.matches("lookout_probe_state{").count(), 15);
+        assert!(!text.contains("status=\"delivered\""));
+
+        // A scrape that could not read the outbox leaves the family out and
+        // counts the error.
+        assert!(registry.outbox_scrape(false));
+        assert!(!registry.outbox_scrape(false));
+        scrape.outbox = None;
+        let text = render(&scrape, &registry);
+        assert!(!text.contains("lookout_outbox_notices{"), "{text}");
+        assert!(!text.contains("# TYPE lookout_outbox_notices"), "{text}");
+        assert!(text.contains("lookout_scrape_errors_total{family=\"lookout_outbox_notices\"} 2\n"));
+        assert!(registry.outbox_scrape(true));
     }
 
     #[test]

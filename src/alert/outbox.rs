@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Outgoing;
 use crate::config::Notifier;
+use crate::metrics::{NotifyCounters, NotifyOutcome};
 use crate::notify::{self, SendOptions};
 use crate::store::outbox::{OutboxCounts, OutboxRow};
 use crate::store::{Store, StoreError};
@@ -67,6 +68,9 @@ pub struct OutboxSettings {
     pub batch: usize,
     /// Extra CA and timeout for deliveries.
     pub send: SendOptions,
+    /// Where attempts are counted per notifier and outcome (for
+    /// `lookout_notifications_total`), when someone shows them.
+    pub counters: Option<Arc<NotifyCounters>>,
 }
 
 impl Default for OutboxSettings {
@@ -80,6 +84,7 @@ impl Default for OutboxSettings {
             shutdown_grace: Duration::from_secs(5),
             batch: 500,
             send: SendOptions::default(),
+            counters: None,
         }
     }
 }
@@ -348,6 +353,11 @@ async fn deliver(
             }
         },
     };
+    let counted = match &outcome {
+        Outcome::Delivered(_) => NotifyOutcome::Delivered,
+        Outcome::Retry { .. } => NotifyOutcome::Retried,
+        Outcome::Failed(_) => NotifyOutcome::Failed,
+    };
     let (id, name, probe, kind) = (row.id, &row.notifier, &row.probe, &row.kind);
     match &outcome {
         Outcome::Delivered(answer) => tracing::info!(id, notifier = %name, probe = %probe,
@@ -364,6 +374,9 @@ async fn deliver(
             kind = %kind, error = %error, "notice failed permanently; not retrying"),
     }
     record(&store, id, outcome).await;
+    if let Some(counters) = &settings.counters {
+        counters.count(&row.notifier, counted);
+    }
 }
 
 /// Writes an outcome, retrying briefly while the database is locked. If it

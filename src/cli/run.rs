@@ -72,10 +72,12 @@ pub async fn run(cli: &Cli) -> Exit {
     let recorder_stop = CancellationToken::new();
     let alert_stop = CancellationToken::new();
     let outbox_stop = CancellationToken::new();
+    let notify_counters = Arc::new(crate::metrics::NotifyCounters::new(cfg.notifiers.keys()));
     let (outbox, outbox_task) = spawn_outbox(
         outbox_store,
         cfg.notifiers.clone(),
         OutboxSettings {
+            counters: Some(notify_counters.clone()),
             max_age: cfg.outbox.max_age,
             initial_backoff: cfg.outbox.retry_initial,
             max_backoff: cfg.outbox.retry_max,
@@ -108,6 +110,7 @@ pub async fn run(cli: &Cli) -> Exit {
     live.history = Some(History::new(server_store));
     live.settings = Arc::new(cfg.server.clone());
     live.metrics.set_recorder(recorder.stats());
+    live.metrics.set_notifications(notify_counters);
     live.ready.store(true, Ordering::Relaxed);
 
     let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {

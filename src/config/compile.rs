@@ -196,6 +196,7 @@ fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
     let mut storage = Storage {
         sqlite: base.join("lookout.db"),
         retention_raw: Duration::from_secs(14 * 86400),
+        retention_minute_rollups: Duration::from_secs(30 * 86400),
         retention_rollups: Duration::from_secs(400 * 86400),
     };
     let Some(node) = top.get("storage") else {
@@ -214,19 +215,50 @@ fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
         }
     }
     if let Some(r) = m.get("retention") {
-        if let Some(rm) = cx.map(r, "storage.retention", &["raw", "rollups"]) {
-            if let Some(d) = rm.duration(cx, "raw") {
-                storage.retention_raw = d;
-            }
-            if let Some(d) = rm.duration(cx, "rollups") {
-                storage.retention_rollups = d;
-            }
-            if storage.retention_raw.is_zero() {
-                rm.error_at(cx, "raw", "retention must be longer than zero");
-            }
+        let keys = ["raw", "minute_rollups", "rollups"];
+        if let Some(rm) = cx.map(r, "storage.retention", &keys) {
+            compile_retention(cx, &rm, &mut storage);
         }
     }
     ok.then_some(storage)
+}
+
+/// `storage.retention`: every duration longer than zero, and minute
+/// rollups kept no longer than hour rollups (hour rows answer where minute
+/// rows have expired). Unset, `minute_rollups` is 30 days or `rollups` if
+/// that is shorter.
+fn compile_retention(cx: &mut Cx, rm: &Map<'_>, storage: &mut Storage) {
+    let keys: [(&str, &mut Duration); 3] = [
+        ("raw", &mut storage.retention_raw),
+        ("minute_rollups", &mut storage.retention_minute_rollups),
+        ("rollups", &mut storage.retention_rollups),
+    ];
+    for (key, slot) in keys {
+        if let Some(d) = rm.duration(cx, key) {
+            if d.is_zero() {
+                rm.error_at(cx, key, "retention must be longer than zero");
+            }
+            *slot = d;
+        }
+    }
+    let (minute, hour) = (storage.retention_minute_rollups, storage.retention_rollups);
+    if minute <= hour {
+        return;
+    }
+    if rm.get("minute_rollups").is_none() {
+        storage.retention_minute_rollups = hour;
+        return;
+    }
+    rm.error_at(
+        cx,
+        "minute_rollups",
+        format!(
+            "minute rollups ({}) cannot be kept longer than hour rollups \
+             (storage.retention.rollups: {}); shorten minute_rollups or lengthen rollups",
+            crate::duration::human(minute),
+            crate::duration::human(hour)
+        ),
+    );
 }
 
 fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
@@ -234,7 +266,11 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
     let Some(node) = top.get("server") else {
         return Some(server);
     };
-    let m = cx.map(node, "server", &["listen", "token", "public_url"])?;
+    let m = cx.map(
+        node,
+        "server",
+        &["listen", "token", "basic_auth", "public_url"],
+    )?;
     if let Some(l) = m.str(cx, "listen") {
         match l.parse::<SocketAddr>() {
             Ok(a) => server.listen = a,
@@ -250,7 +286,23 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
             }
         }
     }
-    server.token = m.str(cx, "token");
+    server.token = compile_token(cx, &m);
+    server.basic_auth = compile_basic_auth(cx, &m);
+    if let Some(node) = m.get("listen") {
+        let open = !m.has("token") && !m.has("basic_auth");
+        if open && !server.listen.ip().is_loopback() {
+            cx.warning(
+                &node.pos,
+                "server.listen",
+                format!(
+                    "{} is reachable from other machines and neither server.token nor \
+                     server.basic_auth is set: the API, /metrics and the pages are open to anyone \
+                     who can reach it",
+                    server.listen
+                ),
+            );
+        }
+    }
     if let Some(u) = m.str(cx, "public_url") {
         match url::Url::parse(&u) {
             Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
@@ -268,6 +320,71 @@ fn compile_server(cx: &mut Cx, top: &Map<'_>) -> Option<Server> {
         }
     }
     Some(server)
+}
+
+/// `server.token`: a secret sent in an HTTP header, so printable ASCII
+/// without spaces. Registered as a secret even when written literally.
+/// Messages never show the value.
+fn compile_token(cx: &mut Cx, m: &Map<'_>) -> Option<String> {
+    let token = m.str(cx, "token")?;
+    if cx.register_secrets {
+        crate::redact::register(&token);
+    }
+    if let Err(why) = header_safe(&token, false) {
+        m.error_at(cx, "token", format!("the token {why}"));
+        return None;
+    }
+    Some(token)
+}
+
+/// `server.basic_auth: { user, password }`, both required; the password is
+/// registered as a secret. Messages never show the password.
+fn compile_basic_auth(cx: &mut Cx, m: &Map<'_>) -> Option<BasicAuth> {
+    let node = m.get("basic_auth")?;
+    let b = cx.map(node, "server.basic_auth", &["user", "password"])?;
+    let user = b.required_str(cx, "user");
+    let password = b.required_str(cx, "password");
+    if let (Some(p), true) = (&password, cx.register_secrets) {
+        crate::redact::register(p);
+    }
+    let user = user.and_then(|u| match header_safe(&u, true) {
+        Ok(()) if u.contains(':') => {
+            b.error_at(cx, "user", "the user name must not contain `:`");
+            None
+        }
+        Ok(()) => Some(u),
+        Err(why) => {
+            b.error_at(cx, "user", format!("the user name {why}"));
+            None
+        }
+    });
+    let password = password.and_then(|p| match header_safe(&p, true) {
+        Ok(()) => Some(p),
+        Err(why) => {
+            b.error_at(cx, "password", format!("the password {why}"));
+            None
+        }
+    });
+    Some(BasicAuth {
+        user: user?,
+        password: password?,
+    })
+}
+
+/// Whether a credential can travel in an HTTP header: not empty, no
+/// control characters, and (for a token, `spaces` false) printable ASCII
+/// without spaces. The error completes "the token ...".
+fn header_safe(value: &str, spaces: bool) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("is empty");
+    }
+    if value.chars().any(char::is_control) {
+        return Err("contains a control character (such as a newline)");
+    }
+    if !spaces && !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("may contain only printable ASCII characters without spaces");
+    }
+    Ok(())
 }
 
 fn compile_outbox(cx: &mut Cx, top: &Map<'_>) -> OutboxConfig {

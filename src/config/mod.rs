@@ -54,15 +54,20 @@ pub struct Storage {
     pub sqlite: PathBuf,
     /// How long every single result is kept.
     pub retention_raw: Duration,
-    /// How long per-minute and per-hour rollups are kept.
+    /// How long per-minute rollups are kept (at most `retention_rollups`).
+    pub retention_minute_rollups: Duration,
+    /// How long per-hour rollups are kept.
     pub retention_rollups: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Server {
     pub listen: SocketAddr,
-    /// Bearer token the API requires, when set.
+    /// Bearer token the API and `/metrics` require, when set.
     pub token: Option<String>,
+    /// Credentials the pages (and, as an alternative to the token, the
+    /// API) require, when set.
+    pub basic_auth: Option<BasicAuth>,
     /// The URL people reach the status page at, for links in notices
     /// (e.g. `https://lookout.example.com`); no trailing slash.
     pub public_url: Option<String>,
@@ -73,8 +78,38 @@ impl Default for Server {
         Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             token: None,
+            basic_auth: None,
             public_url: None,
         }
+    }
+}
+
+/// Shows whether credentials are set, never their values.
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("basic_auth", &self.basic_auth)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
+}
+
+/// `server.basic_auth`: one user name and password.
+#[derive(Clone, PartialEq)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: String,
+}
+
+/// Shows the user, never the password.
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
     }
 }
 

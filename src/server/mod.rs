@@ -17,14 +17,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use serde::Serialize;
 
 pub mod api;
 pub mod auth;
 pub mod badge;
+mod chart;
 mod history;
+mod html;
 pub mod pages;
+mod probe_page;
+mod status_page;
 
 pub use history::History;
 
@@ -105,7 +109,6 @@ pub fn router(state: LiveState) -> Router {
         .route("/readyz", get(readyz))
         .merge(badge::routes());
     let api = Router::new()
-        .route("/api/v1/probes", get(probes))
         .merge(api::routes())
         .route("/metrics", get(metrics_text));
     let pages = pages::routes();
@@ -127,13 +130,25 @@ async fn readyz(State(s): State<LiveState>) -> Response {
     }
 }
 
+/// How long a scrape waits for the outbox counts before leaving them out.
+const OUTBOX_COUNTS_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn metrics_text(State(s): State<LiveState>) -> Response {
+    let outbox = outbox_counts(&s).await;
+    let alerts = s.alerts.snapshot();
     let text = {
         let latest = match s.latest.read() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        metrics::render(&s.probes, &latest, &s.metrics)
+        let scrape = metrics::Scrape {
+            probes: &s.probes,
+            latest: &latest,
+            alerts: &alerts,
+            incidents_open: s.alerts.open_incidents(),
+            outbox,
+        };
+        metrics::render(&scrape, &s.metrics)
     };
     (
         [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -142,33 +157,27 @@ async fn metrics_text(State(s): State<LiveState>) -> Response {
         .into_response()
 }
 
-#[derive(Serialize)]
-struct ProbeView<'a> {
-    #[serde(flatten)]
-    info: &'a ProbeInfo,
-    state: &'static str,
-    last: Option<&'a ProbeResult>,
-}
-
-async fn probes(State(s): State<LiveState>) -> Response {
-    let latest = match s.latest.read() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
+/// The outbox rows by status, read through the server's own connection;
+/// `None` (and a scrape error counted, logged once until it recovers) when
+/// it cannot be read within [`OUTBOX_COUNTS_BUDGET`].
+async fn outbox_counts(s: &LiveState) -> Option<crate::store::outbox::OutboxCounts> {
+    let history = s.history.as_ref()?;
+    let read = history.read(|store| store.outbox_undelivered_counts());
+    let error = match tokio::time::timeout(OUTBOX_COUNTS_BUDGET, read).await {
+        Ok(Ok(counts)) => {
+            if s.metrics.outbox_scrape(true) {
+                tracing::info!("metrics: the outbox counts are readable again");
+            }
+            return Some(counts);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {OUTBOX_COUNTS_BUDGET:?}"),
     };
-    let views: Vec<ProbeView<'_>> = s
-        .probes
-        .iter()
-        .map(|info| {
-            let last = latest.get(&info.name);
-            let state = match last {
-                None => "pending",
-                Some(r) if r.success => "up",
-                Some(_) => "failing",
-            };
-            ProbeView { info, state, last }
-        })
-        .collect();
-    Json(serde_json::json!({ "probes": views })).into_response()
+    if s.metrics.outbox_scrape(false) {
+        tracing::warn!(error = %error,
+            "metrics: cannot read the outbox counts; lookout_outbox_notices is left out");
+    }
+    None
 }
 
 #[cfg(test)]

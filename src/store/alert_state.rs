@@ -117,24 +117,63 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![probe, limit], |r| {
-                Ok(StoredIncident {
-                    id: r.get(0)?,
-                    probe: r.get(1)?,
-                    started_at: from_ms(r.get(2)?),
-                    opened_at: from_ms(r.get(3)?),
-                    ended_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
-                    caused_by: r.get(5)?,
-                    first_class: r.get(6)?,
-                    first_message: r.get(7)?,
-                    last_class: r.get(8)?,
-                    last_message: r.get(9)?,
-                    streak: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
-                })
-            })
+            .query_map(params![probe, limit], incident_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
+}
+
+/// Which incidents [`Store::incidents_page`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentQuery {
+    /// Only this probe's.
+    pub probe: Option<String>,
+    /// `Some(true)`: only open incidents; `Some(false)`: only resolved ones.
+    pub open: Option<bool>,
+    /// Only incidents after this position in the order newest first: the
+    /// `(started_at` unix ms, `id)` of the last one of the previous page.
+    pub before: Option<(i64, i64)>,
+    pub limit: usize,
+}
+
+impl Store {
+    /// At most `q.limit` incidents matching `q`, newest first (by start,
+    /// then id), so pages walked with `before` neither skip nor repeat one.
+    pub fn incidents_page(&self, q: &IncidentQuery) -> Result<Vec<StoredIncident>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
+                 first_message, last_class, last_message, streak FROM incidents \
+                 WHERE (?1 IS NULL OR probe = ?1) \
+                 AND (?2 IS NULL OR (ended_at IS NULL) = ?2) \
+                 AND (started_at < ?3 OR (started_at = ?3 AND id < ?4)) \
+                 ORDER BY started_at DESC, id DESC LIMIT ?5",
+            )
+            .map_err(|e| self.err(e))?;
+        let (at, id) = q.before.unwrap_or((i64::MAX, i64::MAX));
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![q.probe, q.open, at, id, limit], incident_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}
+
+fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIncident> {
+    Ok(StoredIncident {
+        id: r.get(0)?,
+        probe: r.get(1)?,
+        started_at: from_ms(r.get(2)?),
+        opened_at: from_ms(r.get(3)?),
+        ended_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+        caused_by: r.get(5)?,
+        first_class: r.get(6)?,
+        first_message: r.get(7)?,
+        last_class: r.get(8)?,
+        last_message: r.get(9)?,
+        streak: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+    })
 }
 
 fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlite::Result<()> {
@@ -201,4 +240,73 @@ pub(super) fn kind_str(kind: NoticeKind) -> &'static str {
 
 pub(super) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_pages_split_a_shared_start_and_filter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("h.db")).expect("open");
+        // Five probes' incidents start in the same millisecond; two more
+        // around them; `b`'s is resolved.
+        let rows: Vec<(String, i64, Option<i64>)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|p| (p.to_string(), 5_000, (*p == "b").then_some(6_000)))
+            .chain([
+                ("a".to_string(), 1_000, Some(2_000)),
+                ("a".to_string(), 9_000, None),
+            ])
+            .collect();
+        for (probe, at, end) in &rows {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO incidents (probe, started_at, opened_at, ended_at, streak) \
+                     VALUES (?1, ?2, ?2, ?3, 3)",
+                    params![probe, at, end],
+                )
+                .expect("insert");
+        }
+        let walk = |q: IncidentQuery| {
+            let mut q = q;
+            let mut seen = Vec::new();
+            loop {
+                let page = store.incidents_page(&q).expect("page");
+                let Some(last) = page.last() else {
+                    return seen;
+                };
+                q.before = Some((last.started_at.timestamp_millis(), last.id));
+                seen.extend(page.iter().map(|i| (i.started_at.timestamp_millis(), i.id)));
+            }
+        };
+        for limit in [1, 2, 3, 50] {
+            let seen = walk(IncidentQuery {
+                limit,
+                ..IncidentQuery::default()
+            });
+            let mut want = seen.clone();
+            want.sort_unstable_by(|a, b| b.cmp(a));
+            want.dedup();
+            assert_eq!((seen.len(), &want), (7, &seen), "limit {limit}");
+        }
+        let open = walk(IncidentQuery {
+            open: Some(true),
+            limit: 2,
+            ..IncidentQuery::default()
+        });
+        assert_eq!(open.len(), 5);
+        let resolved_a = store
+            .incidents_page(&IncidentQuery {
+                probe: Some("a".into()),
+                open: Some(false),
+                limit: 10,
+                ..IncidentQuery::default()
+            })
+            .expect("page");
+        assert_eq!(resolved_a.len(), 1);
+        assert_eq!(resolved_a[0].ended_at, Some(from_ms(2_000)));
+    }
 }

@@ -1,9 +1,11 @@
-//! History storage: every probe run as one row of a SQLite database.
+//! History storage: every probe run as one row of a SQLite database, and
+//! per-minute and per-hour rollups of them.
 //!
 //! This module owns the database file: its schema and migrations
-//! (`schema.rs`), the row encoding (`codec.rs`), the queries the CLI and API
-//! read history with, the retention sweep, and the [`recorder`] task that is
-//! the only writer while Lookout runs.
+//! (`schema.rs`), the row encoding (`codec.rs`), the rollups and the window
+//! queries answered from them (`rollup.rs`, with the latency [`sketch`]),
+//! the queries the CLI and API read history with, the retention sweep, and
+//! the [`recorder`] task that is the only writer while Lookout runs.
 //!
 //! Invariants:
 //! - A probe never touches the database. Results reach it through a
@@ -16,6 +18,8 @@
 //!   never writes into a file it cannot check.
 //! - Nothing stored is secret: messages are redacted before they reach a
 //!   [`ProbeResult`], and this module adds no text of its own to rows.
+//! - Rollups are written in the transaction that writes the raw rows they
+//!   summarise, and a raw row is deleted only once it is in the rollups.
 //!
 //! The file is in WAL mode with `synchronous=NORMAL`: a power cut can lose
 //! the last few transactions but never corrupts the file, and readers (the
@@ -27,8 +31,10 @@ pub mod alert_state;
 mod codec;
 pub mod outbox;
 pub mod recorder;
+pub mod result_pages;
 mod rollup;
 mod schema;
+pub mod sketch;
 
 #[cfg(test)]
 mod tests;
@@ -136,7 +142,13 @@ impl StoreError {
     }
 }
 
-/// Uptime and latency of one probe over a window, from the raw rows.
+/// Uptime and latency of one probe over a window, from the rollups.
+///
+/// Resolution: a run counts when the start of its minute lies in the
+/// window, so the edges of a window are rounded up to whole minutes (the
+/// minute that is still running counts). Where minute rollups have expired
+/// (`storage.retention.minute_rollups`), a run counts when the start of its
+/// hour lies in the window.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowStats {
     /// Runs that started in the window.
@@ -150,10 +162,40 @@ pub struct WindowStats {
     pub min: Option<Duration>,
     pub max: Option<Duration>,
     pub mean: Option<Duration>,
-    /// Nearest-rank percentiles.
+    /// Nearest-rank percentiles from the merged latency sketches: within
+    /// 1% ([`sketch::RELATIVE_ERROR`]) of the exact value, and never outside
+    /// `min..=max`. Count, failures, min, max and mean are exact.
     pub p50: Option<Duration>,
     pub p95: Option<Duration>,
     pub p99: Option<Duration>,
+}
+
+/// Where one retention sweep cuts: rows that started before each time are
+/// deleted; `None` keeps that kind of row for ever (a retention too long to
+/// subtract from now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepCutoffs {
+    /// Raw results (only once they are in the rollups).
+    pub raw: Option<DateTime<Utc>>,
+    /// Minute rollups; rounded down to a whole hour.
+    pub minute_rollups: Option<DateTime<Utc>>,
+    /// Hour rollups and day counts; rounded down to a whole UTC day.
+    pub hour_rollups: Option<DateTime<Utc>>,
+}
+
+/// Rows deleted by a [`Store::sweep_step`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub raw: usize,
+    pub minute_rollups: usize,
+    pub hour_rollups: usize,
+    pub day_counts: usize,
+}
+
+impl Swept {
+    pub fn total(&self) -> usize {
+        self.raw + self.minute_rollups + self.hour_rollups + self.day_counts
+    }
 }
 
 /// The history database. Synchronous: use it from blocking threads only.
@@ -175,8 +217,10 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) the database at `path`: creates the parent
-    /// folder, checks the file, switches it to WAL and applies any missing
-    /// migrations. A corrupt file is refused with [`StoreError::Corrupt`].
+    /// folder, checks the file, switches it to WAL, applies any missing
+    /// migrations and, for a file from before rollups, rolls up its raw rows
+    /// (once, in chunks). A corrupt file is refused with
+    /// [`StoreError::Corrupt`].
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -233,6 +277,7 @@ impl Store {
             }
             schema::Migrated::UpToDate { .. } => {}
         }
+        rollup::backfill(&mut conn, &path).map_err(sql)?;
         Ok(Store {
             conn,
             path,
@@ -254,8 +299,23 @@ impl Store {
         StoreError::sqlite(&self.path, e)
     }
 
-    /// Writes `results` in one transaction: all of them or none.
+    /// Writes `results` in one transaction, raw rows and the minute and hour
+    /// rollups they fall in: all of it or none.
     pub fn insert_batch(&mut self, results: &[ProbeResult]) -> Result<(), StoreError> {
+        self.insert(results, true)
+    }
+
+    /// The raw rows alone, without the rollups. Only for the benchmark that
+    /// measures what rollups cost: the rollups of these results are lost.
+    #[doc(hidden)]
+    pub fn insert_batch_without_rollups(
+        &mut self,
+        results: &[ProbeResult],
+    ) -> Result<(), StoreError> {
+        self.insert(results, false)
+    }
+
+    fn insert(&mut self, results: &[ProbeResult], rollups: bool) -> Result<(), StoreError> {
         if results.is_empty() {
             return Ok(());
         }
@@ -270,6 +330,7 @@ impl Store {
         // Ids learnt inside this transaction are only trusted after commit:
         // a rolled-back insert into `probes` would leave a stale id cached.
         let mut new_ids: Vec<(String, i64)> = Vec::new();
+        let mut runs = Vec::with_capacity(results.len());
         {
             let mut find = tx
                 .prepare_cached("SELECT id FROM probes WHERE name = ?1")
@@ -307,6 +368,12 @@ impl Store {
                     },
                 };
                 let row = codec::encode(r);
+                runs.push(rollup::Run {
+                    probe_id,
+                    started_ms: row.started_at_ms,
+                    duration_us: row.duration_us,
+                    success: row.success,
+                });
                 insert
                     .execute(params![
                         probe_id,
@@ -321,6 +388,9 @@ impl Store {
                     ])
                     .map_err(sql)?;
             }
+        }
+        if rollups {
+            rollup::fold(&tx, &runs).map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
         self.probe_ids.extend(new_ids);
@@ -414,13 +484,14 @@ impl Store {
         Ok(self.recent(probe, 1)?.into_iter().next())
     }
 
-    /// Every probe name that has history, sorted.
+    /// Every probe name that has history (raw rows or hour rollups), sorted.
     pub fn probe_names(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT name FROM probes p \
-                 WHERE EXISTS (SELECT 1 FROM results r WHERE r.probe_id = p.id) ORDER BY name",
+                 WHERE EXISTS (SELECT 1 FROM results r WHERE r.probe_id = p.id) \
+                 OR EXISTS (SELECT 1 FROM rollups_hour h WHERE h.probe_id = p.id) ORDER BY name",
             )
             .map_err(|e| self.err(e))?;
         let names = stmt
@@ -444,42 +515,9 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Uptime and latency of `probe` over runs that started in
-    /// `[since, until)`, computed from the raw rows.
-    pub fn stats(
-        &self,
-        probe: &str,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<WindowStats, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT r.duration_us, r.success FROM results r \
-                 JOIN probes p ON p.id = r.probe_id \
-                 WHERE p.name = ?1 AND r.started_at >= ?2 AND r.started_at < ?3",
-            )
-            .map_err(|e| self.err(e))?;
-        let mut durations: Vec<i64> = Vec::new();
-        let mut failures = 0u64;
-        let rows = stmt
-            .query_map(
-                params![probe, since.timestamp_millis(), until.timestamp_millis()],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?)),
-            )
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (us, ok) = row.map_err(|e| self.err(e))?;
-            durations.push(us.max(0));
-            if !ok {
-                failures += 1;
-            }
-        }
-        Ok(window_stats(durations, failures))
-    }
-
-    /// Deletes every raw result that started before `older_than`, in chunks
-    /// of [`SWEEP_CHUNK`] rows per transaction. Returns how many were deleted.
+    /// Deletes every raw result that started before `older_than` and is in
+    /// the rollups, in chunks of [`SWEEP_CHUNK`] rows per transaction.
+    /// Returns how many were deleted.
     pub fn sweep(&mut self, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut total = 0;
         loop {
@@ -492,9 +530,10 @@ impl Store {
     }
 
     /// One transaction of the sweep: deletes at most `limit` results that
-    /// started before `older_than`, oldest first within each probe. The
-    /// recorder calls this between batches so writes are never held up for
-    /// a whole sweep.
+    /// started before `older_than`, oldest first within each probe. Rows of
+    /// a database from before rollups are kept until the backfill has
+    /// rolled them up. The recorder calls this between batches so writes
+    /// are never held up for a whole sweep.
     pub fn sweep_chunk(
         &mut self,
         older_than: DateTime<Utc>,
@@ -508,6 +547,9 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
         let mut deleted = 0usize;
+        let rolled_up_through = rollup::backfilled_through(&tx)
+            .map_err(sql)?
+            .unwrap_or(i64::MAX);
         {
             // Going probe by probe lets every delete use the
             // (probe_id, started_at) index instead of scanning the table.
@@ -521,7 +563,8 @@ impl Store {
             let mut delete = tx
                 .prepare_cached(
                     "DELETE FROM results WHERE id IN (SELECT id FROM results \
-                     WHERE probe_id = ?1 AND started_at < ?2 ORDER BY started_at LIMIT ?3)",
+                     WHERE probe_id = ?1 AND started_at < ?2 AND id <= ?4 \
+                     ORDER BY started_at LIMIT ?3)",
                 )
                 .map_err(sql)?;
             for id in ids {
@@ -529,12 +572,51 @@ impl Store {
                     break;
                 }
                 deleted += delete
-                    .execute(params![id, cutoff, limit_param(limit - deleted)])
+                    .execute(params![
+                        id,
+                        cutoff,
+                        limit_param(limit - deleted),
+                        rolled_up_through
+                    ])
                     .map_err(sql)?;
             }
         }
         tx.commit().map_err(sql)?;
         Ok(deleted)
+    }
+
+    /// One step of the retention sweep: at most `limit` rows in all, raw
+    /// rows first (only those already rolled up), then minute rollups, then
+    /// hour rollups and day counts, each kind in its own transaction. Returns what it
+    /// deleted; when that is `limit` rows, there may be more.
+    pub fn sweep_step(
+        &mut self,
+        cutoffs: &SweepCutoffs,
+        limit: usize,
+    ) -> Result<Swept, StoreError> {
+        let mut swept = Swept::default();
+        if let Some(raw) = cutoffs.raw {
+            swept.raw = self.sweep_chunk(raw, limit)?;
+        }
+        let kinds = [
+            (rollup::Table::Minute, cutoffs.minute_rollups),
+            (rollup::Table::Hour, cutoffs.hour_rollups),
+            (rollup::Table::Day, cutoffs.hour_rollups),
+        ];
+        for (table, cutoff) in kinds {
+            let left = limit.saturating_sub(swept.total());
+            let Some(cutoff) = cutoff.filter(|_| left > 0) else {
+                continue;
+            };
+            let n = rollup::sweep_chunk(&mut self.conn, table, cutoff, left)
+                .map_err(|e| StoreError::sqlite(&self.path, e))?;
+            match table {
+                rollup::Table::Minute => swept.minute_rollups = n,
+                rollup::Table::Hour => swept.hour_rollups = n,
+                rollup::Table::Day => swept.day_counts = n,
+            }
+        }
+        Ok(swept)
     }
 
     /// Bytes the database occupies on disk: the main file plus its WAL.
@@ -559,33 +641,4 @@ impl Store {
 /// SQLite takes signed limits; anything beyond `i64::MAX` means "all".
 fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// Summarises durations (microseconds) and a failure count.
-fn window_stats(mut durations: Vec<i64>, failures: u64) -> WindowStats {
-    let count = durations.len() as u64;
-    if durations.is_empty() {
-        return WindowStats::default();
-    }
-    durations.sort_unstable();
-    let n = durations.len();
-    let sum: i128 = durations.iter().map(|d| i128::from(*d)).sum();
-    let mean = i64::try_from(sum / n as i128).unwrap_or(i64::MAX);
-    // Nearest rank: the smallest value with at least p% of values at or
-    // below it, i.e. index ceil(p * n / 100) - 1.
-    let pct = |p: usize| {
-        let rank = (p * n).div_ceil(100).max(1);
-        codec::from_micros(durations[rank - 1])
-    };
-    WindowStats {
-        count,
-        failures,
-        uptime: Some((count - failures) as f64 / count as f64),
-        min: Some(codec::from_micros(durations[0])),
-        max: Some(codec::from_micros(durations[n - 1])),
-        mean: Some(codec::from_micros(mean)),
-        p50: Some(pct(50)),
-        p95: Some(pct(95)),
-        p99: Some(pct(99)),
-    }
 }

@@ -13,8 +13,10 @@
 //!   batch being written) the *oldest* are dropped, counted, and logged once
 //!   per burst. Fresh results are worth more than old ones to someone
 //!   watching a dashboard after an outage.
-//! - Raw rows older than `retention_raw` are swept at start and every
-//!   `sweep_interval`, one chunk per transaction, interleaved with writes.
+//! - Raw rows older than `retention_raw` (once rolled up), minute rollups
+//!   older than `retention_minute_rollups` and hour rollups older than
+//!   `retention_rollups` are swept at start and every `sweep_interval`, one
+//!   chunk per transaction, interleaved with writes.
 //! - On shutdown (token cancelled, or every handle dropped) it takes what is
 //!   still in the channel, writes everything it can before a deadline, and
 //!   reports what was written, dropped and left unwritten.
@@ -34,7 +36,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Store, StoreError, SWEEP_CHUNK};
+use super::{Store, StoreError, SweepCutoffs, Swept, SWEEP_CHUNK};
 use crate::config::Storage;
 use crate::result::ProbeResult;
 
@@ -46,6 +48,10 @@ use crate::result::ProbeResult;
 pub struct RecorderSettings {
     /// Raw results older than this are deleted by the periodic sweep.
     pub retention_raw: Duration,
+    /// Minute rollups older than this are deleted by the sweep.
+    pub retention_minute_rollups: Duration,
+    /// Hour rollups older than this are deleted by the sweep.
+    pub retention_rollups: Duration,
     /// Most results kept in memory while they wait to be written.
     pub max_buffered: usize,
     /// Most rows written in one transaction.
@@ -64,9 +70,13 @@ pub struct RecorderSettings {
 }
 
 impl RecorderSettings {
+    /// The production defaults, keeping raw rows for `retention_raw`, minute
+    /// rollups for 30 days and hour rollups for 400.
     pub fn new(retention_raw: Duration) -> RecorderSettings {
         RecorderSettings {
             retention_raw,
+            retention_minute_rollups: Duration::from_secs(30 * 86_400),
+            retention_rollups: Duration::from_secs(400 * 86_400),
             max_buffered: 100_000,
             batch_size: 1_000,
             flush_threshold: 500,
@@ -81,7 +91,11 @@ impl RecorderSettings {
 
 impl From<&Storage> for RecorderSettings {
     fn from(storage: &Storage) -> RecorderSettings {
-        RecorderSettings::new(storage.retention_raw)
+        RecorderSettings {
+            retention_minute_rollups: storage.retention_minute_rollups,
+            retention_rollups: storage.retention_rollups,
+            ..RecorderSettings::new(storage.retention_raw)
+        }
     }
 }
 
@@ -94,6 +108,8 @@ pub struct RecorderStats {
     dropped: AtomicU64,
     buffered: AtomicU64,
     swept: AtomicU64,
+    /// Time of each batch insert (failed attempts included).
+    write_seconds: crate::metrics::DbWriteHistogram,
 }
 
 /// A copy of the counters at one moment.
@@ -122,6 +138,11 @@ impl RecorderStats {
             buffered: self.buffered.load(Ordering::Relaxed),
             swept: self.swept.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long batch inserts took, for `lookout_db_write_seconds`.
+    pub fn write_seconds(&self) -> crate::metrics::Histogram {
+        self.write_seconds.snapshot()
     }
 
     fn add(counter: &AtomicU64, n: usize) {
@@ -271,10 +292,8 @@ impl Buffer {
 enum Outcome {
     Written,
     WriteFailed(Vec<ProbeResult>, StoreError),
-    Swept(usize),
+    Swept(Swept),
     SweepFailed(StoreError),
-    /// The retention is too long to subtract from now: nothing is old enough.
-    NothingToSweep,
 }
 
 type Job = JoinHandle<Outcome>;
@@ -299,7 +318,7 @@ struct Recorder {
     burst_drops: u64,
     /// When the next sweep chunk is due, and rows deleted this round.
     sweep_at: Instant,
-    swept_this_round: usize,
+    swept_this_round: Swept,
 }
 
 impl Recorder {
@@ -321,7 +340,7 @@ impl Recorder {
             failed_attempts: 0,
             burst_drops: 0,
             sweep_at: Instant::now(),
-            swept_this_round: 0,
+            swept_this_round: Swept::default(),
         }
     }
 
@@ -438,9 +457,14 @@ impl Recorder {
             Some(Instant::now())
         };
         let store = self.store.clone();
+        let stats = self.stats.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-            match store.insert_batch(&batch) {
+            // Real elapsed time of blocking work: std's clock, not tokio's.
+            let started = std::time::Instant::now();
+            let written = store.insert_batch(&batch);
+            stats.write_seconds.observe(started.elapsed());
+            match written {
                 Ok(()) => Outcome::Written,
                 Err(e) => Outcome::WriteFailed(batch, e),
             }
@@ -448,16 +472,21 @@ impl Recorder {
     }
 
     fn start_sweep(&mut self) -> Job {
-        let cutoff = TimeDelta::from_std(self.settings.retention_raw)
-            .ok()
-            .and_then(|d| Utc::now().checked_sub_signed(d));
+        let now = Utc::now();
+        let cutoff = |keep: Duration| -> Option<DateTime<Utc>> {
+            TimeDelta::from_std(keep)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+        };
+        let cutoffs = SweepCutoffs {
+            raw: cutoff(self.settings.retention_raw),
+            minute_rollups: cutoff(self.settings.retention_minute_rollups),
+            hour_rollups: cutoff(self.settings.retention_rollups),
+        };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let Some(cutoff): Option<DateTime<Utc>> = cutoff else {
-                return Outcome::NothingToSweep;
-            };
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-            match store.sweep_chunk(cutoff, SWEEP_CHUNK) {
+            match store.sweep_step(&cutoffs, SWEEP_CHUNK) {
                 Ok(n) => Outcome::Swept(n),
                 Err(e) => Outcome::SweepFailed(e),
             }
@@ -506,28 +535,7 @@ impl Recorder {
                 self.retry_at = Some(now + self.backoff);
                 self.backoff = (self.backoff * 2).min(self.settings.retry_max);
             }
-            Ok(Outcome::Swept(n)) => {
-                RecorderStats::add(&self.stats.swept, n);
-                self.swept_this_round += n;
-                if n >= SWEEP_CHUNK {
-                    // More to delete: the next chunk goes right after any
-                    // write that is due.
-                    self.sweep_at = now;
-                } else {
-                    if self.swept_this_round > 0 {
-                        tracing::info!(
-                            deleted = self.swept_this_round,
-                            retention = %crate::duration::human(self.settings.retention_raw),
-                            "retention sweep deleted old results"
-                        );
-                    }
-                    self.swept_this_round = 0;
-                    self.sweep_at = now + self.settings.sweep_interval;
-                }
-            }
-            Ok(Outcome::NothingToSweep) => {
-                self.sweep_at = now + self.settings.sweep_interval;
-            }
+            Ok(Outcome::Swept(n)) => self.swept(n, now),
             Ok(Outcome::SweepFailed(error)) => {
                 tracing::warn!(%error, "retention sweep failed; will try again");
                 self.sweep_at = now + self.settings.sweep_interval.min(Duration::from_secs(60));
@@ -541,6 +549,31 @@ impl Recorder {
                 self.retry_at = Some(now + self.backoff);
             }
         }
+    }
+
+    fn swept(&mut self, n: Swept, now: Instant) {
+        RecorderStats::add(&self.stats.swept, n.raw);
+        let round = &mut self.swept_this_round;
+        round.raw += n.raw;
+        round.minute_rollups += n.minute_rollups;
+        round.hour_rollups += n.hour_rollups;
+        if n.total() >= SWEEP_CHUNK {
+            // More to delete: the next chunk goes right after any write
+            // that is due.
+            self.sweep_at = now;
+            return;
+        }
+        let round = std::mem::take(&mut self.swept_this_round);
+        if round.total() > 0 {
+            tracing::info!(
+                raw = round.raw,
+                minute_rollups = round.minute_rollups,
+                hour_rollups = round.hour_rollups,
+                retention_raw = %crate::duration::human(self.settings.retention_raw),
+                "retention sweep deleted old history"
+            );
+        }
+        self.sweep_at = now + self.settings.sweep_interval;
     }
 
     /// Takes everything still in the channel and writes it, retrying until

@@ -83,6 +83,54 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX incidents_started ON incidents(started_at);
     "#,
+    // v4: rollups. One row per probe per minute and per hour holding the
+    // runs that started in it: count, failures, min/max/sum of durations
+    // (microseconds) and a latency sketch (`sketch.rs`; NULL when every run
+    // had the same duration); per UTC day, counts and failures only (for
+    // uptime of every probe at once). `start` is the bucket's start, unix
+    // ms, UTC.
+    // `rollup_meta` holds small integers: the backfill's progress through
+    // the raw rows written before this step (`backfill_done_id` up to
+    // `backfill_until_id`) and `minute_floor_ms`, before which minute rows
+    // may have been swept.
+    r#"
+    CREATE TABLE rollups_minute (
+        probe_id INTEGER NOT NULL REFERENCES probes(id),
+        start    INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        min_us   INTEGER NOT NULL,
+        max_us   INTEGER NOT NULL,
+        sum_us   INTEGER NOT NULL,
+        sketch   BLOB,
+        PRIMARY KEY (probe_id, start)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollups_hour (
+        probe_id INTEGER NOT NULL REFERENCES probes(id),
+        start    INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        min_us   INTEGER NOT NULL,
+        max_us   INTEGER NOT NULL,
+        sum_us   INTEGER NOT NULL,
+        sketch   BLOB,
+        PRIMARY KEY (probe_id, start)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollups_day (
+        probe_id INTEGER NOT NULL REFERENCES probes(id),
+        start    INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        PRIMARY KEY (probe_id, start)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup_meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO rollup_meta (key, value)
+        SELECT 'backfill_until_id', coalesce(max(id), 0) FROM results;
+    INSERT INTO rollup_meta (key, value) VALUES ('backfill_done_id', 0), ('minute_floor_ms', 0);
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -168,6 +216,35 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{table} exists: {e}"));
             assert_eq!(n, 0);
         }
+    }
+
+    #[test]
+    fn a_version_3_file_gains_the_rollups_with_its_raw_rows_left_to_backfill() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        for step in &MIGRATIONS[..3] {
+            conn.execute_batch(step).expect("old step");
+        }
+        conn.execute_batch(
+            "INSERT INTO probes (id, name) VALUES (1, 'api'); \
+             INSERT INTO results (probe_id, started_at, duration_us, success) \
+             VALUES (1, 0, 5, 1), (1, 1, 6, 1);",
+        )
+        .expect("old rows");
+        conn.pragma_update(None, "user_version", 3)
+            .expect("set version");
+        migrate(&mut conn).expect("migrate");
+        let meta = |key: &str| -> i64 {
+            conn.query_row("SELECT value FROM rollup_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .expect("meta row")
+        };
+        assert_eq!(meta("backfill_until_id"), 2);
+        assert_eq!(meta("backfill_done_id"), 0);
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM rollups_hour", [], |r| r.get(0))
+            .expect("rollups_hour exists");
+        assert_eq!(n, 0, "the backfill is the store's job, in chunks");
     }
 
     #[test]

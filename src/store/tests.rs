@@ -199,6 +199,14 @@ fn recent_is_newest_first_and_limited_to_one_probe() {
     );
 }
 
+/// `got` is within the sketch's relative error of `want`.
+fn near(got: Option<Duration>, want: Duration) -> bool {
+    got.is_some_and(|g| {
+        let (g, w) = (g.as_secs_f64(), want.as_secs_f64());
+        (g - w).abs() <= w * sketch::RELATIVE_ERROR * (1.0 + 1e-9)
+    })
+}
+
 #[test]
 fn stats_use_nearest_rank_percentiles_over_the_window() {
     let dir = TempDir::new().expect("temp dir");
@@ -216,25 +224,27 @@ fn stats_use_nearest_rank_percentiles_over_the_window() {
         })
         .collect();
     store.insert_batch(&batch).expect("insert");
-    // A run outside the window must not count.
+    // A run outside the window (in the next minute) must not count.
     store
         .insert_batch(&[
-            ok("api", 100_000, Duration::from_secs(60)),
+            ok("api", 120_000, Duration::from_secs(60)),
             ok("other", 5_000, Duration::from_secs(9)),
         ])
         .expect("insert");
 
-    let s = store.stats("api", at(0), at(100_000)).expect("stats");
-    let ms = |n: u64| Some(Duration::from_millis(n));
+    let s = store.stats("api", at(0), at(120_000)).expect("stats");
+    let ms = Duration::from_millis;
     assert_eq!(s.count, 100);
     assert_eq!(s.failures, 10);
     assert_eq!(s.uptime, Some(0.9));
-    assert_eq!(s.min, ms(1));
-    assert_eq!(s.max, ms(100));
+    assert_eq!(s.min, Some(ms(1)));
+    assert_eq!(s.max, Some(ms(100)));
     assert_eq!(s.mean, Some(Duration::from_micros(50_500)));
-    assert_eq!((s.p50, s.p95, s.p99), (ms(50), ms(95), ms(99)));
+    assert!(near(s.p50, ms(50)), "p50 {:?}", s.p50);
+    assert!(near(s.p95, ms(95)), "p95 {:?}", s.p95);
+    assert!(near(s.p99, ms(99)), "p99 {:?}", s.p99);
 
-    // Nearest rank on a small set: p50 of 4 values is the 2nd, p95/p99 the 4th.
+    // One run: every percentile is that run, exactly (kept within min..max).
     let s = store.stats("other", at(0), at(100_000)).expect("stats");
     assert_eq!(
         (s.count, s.p50, s.p99),
@@ -244,16 +254,123 @@ fn stats_use_nearest_rank_percentiles_over_the_window() {
             Some(Duration::from_secs(9))
         )
     );
-    let small = window_stats(vec![40, 10, 30, 20], 1);
+}
+
+#[test]
+fn rollups_are_built_as_results_arrive() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = open(&dir);
+    let hour = 3_600_000;
+    // Two batches touching the same minute and hour, and a second hour.
+    store
+        .insert_batch(&[
+            ok("api", hour + 1_000, Duration::from_millis(10)),
+            failed("api", hour + 2_000, Duration::from_millis(30)),
+        ])
+        .expect("insert");
+    store
+        .insert_batch(&[
+            ok("api", hour + 3_000, Duration::from_millis(20)),
+            ok("api", 2 * hour + 5, Duration::from_millis(5)),
+        ])
+        .expect("insert");
+    let rows = |table: &str| -> Vec<(i64, i64, i64, i64, i64, i64, bool)> {
+        store
+            .conn
+            .prepare(&format!(
+                "SELECT start, count, failures, min_us, max_us, sum_us, sketch IS NULL \
+                 FROM {table} ORDER BY start"
+            ))
+            .expect("prepare")
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    // A single-valued row stores no sketch: it is `count` times `min`.
+    let want = vec![
+        (hour, 3, 1, 10_000, 30_000, 60_000, false),
+        (2 * hour, 1, 0, 5_000, 5_000, 5_000, true),
+    ];
+    assert_eq!(rows("rollups_minute"), want);
+    assert_eq!(rows("rollups_hour"), want);
+    let s = store.stats("api", at(0), at(3 * hour)).expect("stats");
+    assert_eq!((s.count, s.failures), (4, 1));
+    assert!(near(s.p50, Duration::from_millis(10)), "{:?}", s.p50);
+}
+
+#[test]
+fn series_and_counts_come_from_the_rollups() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = open(&dir);
+    let minute = 60_000;
+    // "a": one run a minute for two hours, 10 ms, every fifth failed.
+    let batch: Vec<ProbeResult> = (0..120)
+        .map(|i| {
+            let d = Duration::from_millis(10);
+            if i % 5 == 0 {
+                failed("a", i * minute + 7, d)
+            } else {
+                ok("a", i * minute + 7, d)
+            }
+        })
+        .chain([ok("b", 30 * minute, Duration::from_millis(1))])
+        .collect();
+    store.insert_batch(&batch).expect("insert");
+
+    let series = store
+        .latency_series("a", at(0), at(120 * minute), Duration::from_secs(1_800))
+        .expect("series");
+    assert_eq!(series.len(), 4);
+    for (i, p) in series.iter().enumerate() {
+        assert_eq!(p.start, at(i as i64 * 30 * minute));
+        assert_eq!((p.count, p.failures), (30, 6));
+        assert_eq!(p.p95, Some(Duration::from_millis(10)));
+    }
+    // Steps shorter than a minute count as a minute.
+    let fine = store
+        .latency_series("a", at(0), at(3 * minute), Duration::from_secs(1))
+        .expect("series");
     assert_eq!(
-        (small.p50, small.p95, small.p99, small.uptime),
-        (
-            Some(Duration::from_micros(20)),
-            Some(Duration::from_micros(40)),
-            Some(Duration::from_micros(40)),
-            Some(0.75)
-        )
+        fine.iter().map(|p| p.count).collect::<Vec<_>>(),
+        vec![1, 1, 1]
     );
+    let none = store
+        .latency_series("nobody", at(0), at(2 * minute), Duration::from_secs(60))
+        .expect("series");
+    assert_eq!((none.len(), none[0].count, none[0].p50), (2, 0, None));
+
+    let all = store.counts_all(at(0), at(60 * minute)).expect("counts");
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all["a"],
+        Counts {
+            count: 60,
+            failures: 12
+        }
+    );
+    assert_eq!(
+        all["b"],
+        Counts {
+            count: 1,
+            failures: 0
+        }
+    );
+    assert_eq!(all["a"].uptime(), Some(0.8));
+    let later = store
+        .counts_all(at(60 * minute), at(90 * minute))
+        .expect("counts");
+    assert_eq!(later.keys().collect::<Vec<_>>(), vec!["a"]);
 }
 
 #[test]
@@ -299,9 +416,90 @@ fn sweep_deletes_only_rows_older_than_the_cutoff() {
     assert_eq!(kept, vec![new + 2, new + 1, new]);
     assert_eq!(
         store.probe_names().expect("names"),
-        vec!["a"],
-        "a probe with no rows left has no history"
+        vec!["a", "b"],
+        "a probe whose raw rows are gone still has history in its rollups"
     );
+    let s = store
+        .stats("b", now - TimeDelta::days(21), now)
+        .expect("stats");
+    assert_eq!(s.count, 7, "swept runs are still counted");
+}
+
+#[test]
+fn the_sweep_deletes_expired_rollups_and_windows_fall_back_to_hours() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = open(&dir);
+    let hour = 3_600_000;
+    let now = Utc::now();
+    let base = (now - TimeDelta::days(60)).timestamp_millis() / hour * hour;
+    // Runs at minutes 10 and 50 of one hour 60 days ago, and one recent.
+    store
+        .insert_batch(&[
+            ok("a", base + 10 * 60_000, Duration::from_millis(4)),
+            ok("a", base + 50 * 60_000, Duration::from_millis(8)),
+            ok(
+                "a",
+                now.timestamp_millis() - 60_000,
+                Duration::from_millis(2),
+            ),
+        ])
+        .expect("insert");
+    // Before the sweep, a window of minutes 0..30 holds one run.
+    let half = |store: &Store| {
+        store
+            .stats("a", at(base), at(base + 30 * 60_000))
+            .expect("stats")
+            .count
+    };
+    assert_eq!(half(&store), 1);
+
+    let cutoffs = SweepCutoffs {
+        raw: Some(now - TimeDelta::days(14)),
+        minute_rollups: Some(now - TimeDelta::days(30)),
+        hour_rollups: Some(now - TimeDelta::days(400)),
+    };
+    let swept = store.sweep_step(&cutoffs, 1_000).expect("sweep");
+    assert_eq!(
+        swept,
+        Swept {
+            raw: 2,
+            minute_rollups: 2,
+            ..Swept::default()
+        }
+    );
+    // Minute rows are gone: the hour counts where it starts.
+    assert_eq!(half(&store), 2);
+    let s = store
+        .stats("a", at(base + 5 * 60_000), at(base + 55 * 60_000))
+        .expect("stats");
+    assert_eq!(s.count, 0, "the hour starts before this window");
+
+    // In chunks: the limit holds across kinds.
+    let cutoffs = SweepCutoffs {
+        hour_rollups: Some(now - TimeDelta::days(40)),
+        ..cutoffs
+    };
+    let steps: Vec<Swept> = (0..3)
+        .map(|_| store.sweep_step(&cutoffs, 1).expect("sweep"))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            Swept {
+                hour_rollups: 1,
+                ..Swept::default()
+            },
+            Swept {
+                day_counts: 1,
+                ..Swept::default()
+            },
+            Swept::default()
+        ]
+    );
+    let s = store
+        .stats("a", at(base), at(now.timestamp_millis()))
+        .expect("stats");
+    assert_eq!(s.count, 1, "only the recent run is left");
 }
 
 #[test]
@@ -396,4 +594,123 @@ fn a_failed_batch_writes_nothing() {
         .insert_batch(&[ok("api", 2, Duration::from_millis(1))])
         .expect("insert");
     assert_eq!(store.count_results("api").expect("count"), 1);
+}
+
+#[test]
+fn raw_rows_wait_for_the_backfill_before_they_are_swept() {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join("history.db");
+    let now = Utc::now();
+    let old = (now - TimeDelta::days(20)).timestamp_millis();
+    {
+        let mut store = Store::open(&path).expect("open");
+        let batch: Vec<ProbeResult> = (0..100)
+            .map(|i| ok("api", old + i * 1_000, Duration::from_millis(3)))
+            .collect();
+        store.insert_batch(&batch).expect("insert");
+    }
+    // Back to version 3, then migrated without the backfill: the state
+    // of a file whose backfill another process has not finished.
+    let mut conn = rusqlite::Connection::open(&path).expect("open");
+    conn.execute_batch(
+        "DROP TABLE rollups_minute; DROP TABLE rollups_hour; DROP TABLE rollups_day; \
+         DROP TABLE rollup_meta; \
+         PRAGMA user_version = 3;",
+    )
+    .expect("downgrade");
+    schema::migrate(&mut conn).expect("migrate");
+    let mut store = Store {
+        conn,
+        path: path.clone(),
+        probe_ids: HashMap::new(),
+    };
+    let cutoffs = SweepCutoffs {
+        raw: Some(now - TimeDelta::days(14)),
+        ..SweepCutoffs::default()
+    };
+    assert_eq!(store.sweep_step(&cutoffs, 1_000).expect("sweep").raw, 0);
+    assert_eq!(store.count_results("api").expect("count"), 100);
+
+    rollup::backfill(&mut store.conn, &path).expect("backfill");
+    assert_eq!(store.sweep_step(&cutoffs, 1_000).expect("sweep").raw, 100);
+    let s = store.stats("api", at(old - 60_000), now).expect("stats");
+    assert_eq!((s.count, s.min), (100, Some(Duration::from_millis(3))));
+}
+
+#[test]
+fn counts_over_days_agree_with_stats() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = open(&dir);
+    let day = 86_400_000;
+    // One run every 7 minutes for five days; every third failed.
+    let batch: Vec<ProbeResult> = (0..5 * 24 * 60 / 7)
+        .map(|i| {
+            let t = 10 * day + i * 7 * 60_000 + 11;
+            if i % 3 == 0 {
+                failed("a", t, Duration::from_millis(2))
+            } else {
+                ok("a", t, Duration::from_millis(2))
+            }
+        })
+        .collect();
+    store.insert_batch(&batch).expect("insert");
+    for (since, until) in [
+        (10 * day, 15 * day),
+        (
+            10 * day + 3_600_000 * 5 + 60_000 * 13,
+            14 * day + 3_600_000 * 2 + 60_000 * 3 + 5,
+        ),
+        (11 * day + 60_000 * 30, 11 * day + 60_000 * 90),
+    ] {
+        let s = store.stats("a", at(since), at(until)).expect("stats");
+        let c = store.counts_all(at(since), at(until)).expect("counts");
+        assert_eq!(
+            c["a"],
+            Counts {
+                count: s.count,
+                failures: s.failures
+            },
+            "{since}..{until}"
+        );
+    }
+    let all = store.counts_all(at(0), at(20 * day)).expect("counts");
+    assert_eq!(all["a"].count, batch.len() as u64);
+}
+
+#[test]
+fn a_damaged_sketch_falls_back_to_the_mean_instead_of_failing() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut store = open(&dir);
+    store
+        .insert_batch(&[
+            ok("api", 1_000, Duration::from_millis(10)),
+            ok("api", 2_000, Duration::from_millis(30)),
+        ])
+        .expect("insert");
+    store
+        .conn
+        .execute_batch(
+            "UPDATE rollups_minute SET sketch = x'ff00'; UPDATE rollups_hour SET sketch = x'01'",
+        )
+        .expect("damage the sketches");
+    let s = store
+        .stats("api", at(0), at(60_000))
+        .expect("stats still answer");
+    assert_eq!(
+        (s.count, s.min, s.max),
+        (
+            2,
+            Some(Duration::from_millis(10)),
+            Some(Duration::from_millis(30))
+        )
+    );
+    assert!(near(s.p50, Duration::from_millis(20)), "{:?}", s.p50);
+    // Writing into the damaged rows works too.
+    store
+        .insert_batch(&[ok("api", 3_000, Duration::from_millis(40))])
+        .expect("insert");
+    assert_eq!(
+        store.stats("api", at(0), at(60_000)).expect("stats").count,
+        3
+    );
 }

@@ -367,12 +367,13 @@ fn a_version_1_database_migrates_to_the_outbox() {
         // Back to what a version-1 file holds: results only.
         conn.execute_batch(
             "DROP TABLE outbox; DROP TABLE alert_state; DROP TABLE incidents; \
-             PRAGMA user_version = 1;",
+             DROP TABLE rollups_minute; DROP TABLE rollups_hour; DROP TABLE rollups_day; \
+             DROP TABLE rollup_meta; PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let mut store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.schema_version().unwrap(), 4);
     let ids = store
         .enqueue(
             &[outgoing("hook", "a"), outgoing("mail", "b")],

@@ -4,10 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dns_server;
 pub mod mysql_server;
 pub mod postgres_server;
 pub mod process;
+pub mod prometheus;
 pub mod recorder;
 pub mod redis_server;
 pub mod smtp_server;
@@ -147,11 +149,23 @@ pub fn assert_first_error(table: &[(&str, &str, usize, &str)]) {
 /// A blocking HTTP server on its own thread answering every request with
 /// `200 ok`, or 503 for paths containing "down". Lives for the test process.
 pub fn http_target() -> u16 {
+    http_target_with(|_, request_line| !request_line.contains("down"))
+}
+
+/// A blocking HTTP server on its own thread that answers its n-th request
+/// (from 0) with `200 ok` when `healthy(n, request_line)`, else `503 down`.
+/// Lives for the test process.
+pub fn http_target_with(healthy: impl Fn(usize, &str) -> bool + Send + Sync + 'static) -> u16 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let healthy = std::sync::Arc::new(healthy);
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let healthy = healthy.clone();
             std::thread::spawn(move || {
                 use std::io::{Read, Write};
                 let mut buf = Vec::new();
@@ -163,10 +177,11 @@ pub fn http_target() -> u16 {
                     }
                 }
                 let head = String::from_utf8_lossy(&buf);
-                let resp: &[u8] = if head.lines().next().is_some_and(|l| l.contains("down")) {
-                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown"
-                } else {
+                let line = head.lines().next().unwrap_or("");
+                let resp: &[u8] = if healthy(n, line) {
                     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown"
                 };
                 let _ = s.write_all(resp);
             });

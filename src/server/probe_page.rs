@@ -1,0 +1,275 @@
+//! The page of one probe (`/probes/{name}`): its state and description,
+//! uptime and latency over 1h/24h/7d/30d, a larger 24-hour latency chart,
+//! its recent results (failure class and message, phase timings, details)
+//! and its incidents, plus the Markdown to embed its badges.
+//!
+//! One probe's page costs a handful of queries, all run in one go on the
+//! server's read connection; nothing is cached.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+
+use super::html::{self, path_segment, Esc};
+use super::status_page::incidents;
+use super::{chart, pages, LiveState, ProbeInfo};
+use crate::alert::AlertView;
+use crate::result::ProbeResult;
+use crate::store::alert_state::StoredIncident;
+use crate::store::{SeriesPoint, WindowStats};
+
+/// Recent results listed.
+const RESULTS: usize = 50;
+/// Incidents listed.
+const INCIDENTS: usize = 20;
+/// Width of one step of the chart.
+const STEP_MINUTES: i64 = 10;
+/// The windows of the stats table.
+const WINDOWS: [(&str, TimeDelta); 4] = [
+    ("1h", TimeDelta::hours(1)),
+    ("24h", TimeDelta::hours(24)),
+    ("7d", TimeDelta::days(7)),
+    ("30d", TimeDelta::days(30)),
+];
+
+/// What the database says about the probe.
+#[derive(Debug, Default)]
+struct Past {
+    stats: Vec<WindowStats>,
+    series: Vec<SeriesPoint>,
+    results: Vec<ProbeResult>,
+    incidents: Vec<StoredIncident>,
+}
+
+/// The page of probe `name`; `None` when no probe has that name.
+pub async fn render(s: &LiveState, name: &str) -> Option<String> {
+    let info = s.probes.iter().find(|p| p.name == name)?;
+    let now = Utc::now();
+    let step = TimeDelta::minutes(STEP_MINUTES);
+    let until = now.duration_trunc(step).map_or(now, |t| t + step);
+    let since = until - TimeDelta::hours(24);
+    let (past, error) = match read_past(s, name, now, since, until).await {
+        Ok(p) => (p, false),
+        Err(e) => {
+            tracing::warn!(probe = name, error = %e, "probe page: history unavailable");
+            (Past::default(), true)
+        }
+    };
+    let view = s.alerts.get(name);
+    let mut body = String::with_capacity(16 * 1024);
+    body.push_str("<main class=\"detail\">");
+    if error {
+        body.push_str(
+            "<p class=\"warning\" role=\"alert\">The history database cannot be read right now; \
+             stats, results and incidents are missing (see the log).</p>",
+        );
+    }
+    head(&mut body, info, view.as_ref(), now);
+    stats_table(&mut body, &past.stats);
+    let _ = write!(
+        body,
+        "<section class=\"chart-box\"><h2>Latency, last 24 hours (UTC)</h2>{}</section>",
+        chart::render(name, &past.series, since, until, chart::LARGE)
+    );
+    results_table(&mut body, &past.results);
+    incidents(&mut body, &past.incidents, now, "incidents", "Incidents");
+    badges(&mut body, s, name);
+    body.push_str("</article></main>");
+    Some(pages::page(&format!("{name} · Lookout"), &body, now))
+}
+
+async fn read_past(
+    s: &LiveState,
+    name: &str,
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Past, String> {
+    let Some(history) = &s.history else {
+        return Ok(Past::default());
+    };
+    let name = name.to_string();
+    history
+        .read(move |store| {
+            let stats = WINDOWS
+                .iter()
+                .map(|(_, w)| store.stats(&name, now - *w, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            let step = Duration::from_secs(STEP_MINUTES as u64 * 60);
+            Ok(Past {
+                stats,
+                series: store.latency_series(&name, since, until, step)?,
+                results: store.recent(&name, RESULTS)?,
+                incidents: store.incidents(Some(&name), INCIDENTS)?,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The article's opening: name, state, since, cause, description.
+fn head(out: &mut String, info: &ProbeInfo, view: Option<&AlertView>, now: DateTime<Utc>) {
+    let state = pages::state_of(view);
+    let _ = write!(
+        out,
+        "<p class=\"crumbs\"><a href=\"/\">All probes</a></p>\
+         <article class=\"probe-detail\" data-probe=\"{n}\" data-state=\"{state}\">\
+         <header id=\"head\" data-refresh><h1>{n}</h1> <span class=\"state\" data-state=\"{state}\">{state}</span>",
+        n = Esc(&info.name),
+    );
+    if let Some(since) = view.and_then(|v| v.since) {
+        let _ = write!(
+            out,
+            " <span class=\"since\">since {}</span>",
+            html::rel_time(since, now)
+        );
+    }
+    if let Some(dep) = view.and_then(|v| v.caused_by.as_deref()) {
+        let _ = write!(
+            out,
+            "<p class=\"cause\">down because <a href=\"/probes/{}\">{}</a> is down</p>",
+            path_segment(dep),
+            Esc(dep)
+        );
+    }
+    let _ = write!(
+        out,
+        "<dl class=\"facts\"><dt>kind</dt><dd>{}</dd><dt>target</dt><dd class=\"target\">{}</dd>\
+         <dt>schedule</dt><dd>{}</dd>",
+        info.kind,
+        Esc(&info.target),
+        Esc(&info.schedule)
+    );
+    if !info.labels.is_empty() {
+        out.push_str("<dt>labels</dt><dd><ul class=\"labels\">");
+        for (k, v) in &info.labels {
+            let f = pages::Filters::default().with_label(k, v);
+            let _ = write!(
+                out,
+                "<li><a href=\"{}\">{}={}</a></li>",
+                Esc(&f.href()),
+                Esc(k),
+                Esc(v)
+            );
+        }
+        out.push_str("</ul></dd>");
+    }
+    out.push_str("</dl></header>");
+}
+
+/// Uptime, runs, failures and latency per window:
+/// `<td data-window="24h" data-stat="uptime">`.
+fn stats_table(out: &mut String, stats: &[WindowStats]) {
+    out.push_str(
+        "<section id=\"stats\" data-refresh><h2>Uptime and latency</h2><div class=\"scroll\"><table class=\"stats\"><thead><tr><th></th>",
+    );
+    for (w, _) in WINDOWS {
+        let _ = write!(out, "<th scope=\"col\">{w}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    type Cell = fn(&WindowStats) -> String;
+    let rows: [(&str, &str, Cell); 8] = [
+        ("uptime", "uptime", |s| html::uptime(s.uptime)),
+        ("runs", "runs", |s| s.count.to_string()),
+        ("failures", "failures", |s| s.failures.to_string()),
+        ("p50", "p50", |s| html::latency(s.p50)),
+        ("p95", "p95", |s| html::latency(s.p95)),
+        ("p99", "p99", |s| html::latency(s.p99)),
+        ("mean", "mean", |s| html::latency(s.mean)),
+        ("max", "max", |s| html::latency(s.max)),
+    ];
+    for (key, title, cell) in rows {
+        let _ = write!(out, "<tr><th scope=\"row\">{title}</th>");
+        for (i, (w, _)) in WINDOWS.iter().enumerate() {
+            let v = stats.get(i).map_or_else(|| "—".to_string(), cell);
+            let _ = write!(out, "<td data-window=\"{w}\" data-stat=\"{key}\">{v}</td>");
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div></section>");
+}
+
+/// `<tr class="result" data-ok="true|false">` per recent result.
+fn results_table(out: &mut String, results: &[ProbeResult]) {
+    out.push_str("<section id=\"results\" data-refresh><h2>Recent results</h2>");
+    if results.is_empty() {
+        out.push_str("<p class=\"none\">No results yet.</p></section>");
+        return;
+    }
+    out.push_str(
+        "<div class=\"scroll\"><table class=\"results\"><thead><tr><th scope=\"col\">Time</th>\
+         <th scope=\"col\">Duration</th><th scope=\"col\">Outcome</th><th scope=\"col\">Message</th>\
+         <th scope=\"col\">Phases</th></tr></thead><tbody>",
+    );
+    for r in results {
+        result_row(out, r);
+    }
+    out.push_str("</tbody></table></div></section>");
+}
+
+fn result_row(out: &mut String, r: &ProbeResult) {
+    let outcome = match &r.failure {
+        None if r.success => "<span class=\"ok\">ok</span>".to_string(),
+        None => "<span class=\"class\">failed</span>".to_string(),
+        Some(f) => format!("<span class=\"class\">{}</span>", f.class),
+    };
+    let message = r.failure.as_ref().map_or("", |f| f.message.as_str());
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|(p, d)| format!("{} {}", p.as_str(), html::latency(Some(*d))))
+        .collect();
+    let _ = write!(
+        out,
+        "<tr class=\"result\" data-ok=\"{}\"><td>{}</td><td>{}</td><td>{outcome}</td>\
+         <td class=\"message\">{}{}</td><td class=\"phases\">{}</td></tr>",
+        r.success,
+        html::abs_time(r.started_at),
+        html::latency(Some(r.duration)),
+        Esc(message),
+        details(r),
+        Esc(&phases.join(" · ")),
+    );
+}
+
+/// A result's scalar details (`status 200`, `rows 1`), small, after its
+/// message.
+fn details(r: &ProbeResult) -> String {
+    let parts: Vec<String> = r
+        .details
+        .iter()
+        .filter_map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) if s.len() <= 80 => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some(format!("{}={}", Esc(k), Esc(&v)))
+        })
+        .take(6)
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" <span class=\"details\">{}</span>", parts.join(" "))
+    }
+}
+
+/// How to embed this probe's badges in a README.
+fn badges(out: &mut String, s: &LiveState, name: &str) {
+    let base = s.settings.public_url.as_deref().unwrap_or("");
+    let url = format!("{base}/badge/{}.svg", path_segment(name));
+    let _ = write!(
+        out,
+        "<section id=\"badges\"><h2>Badges</h2><p><img src=\"/badge/{seg}.svg\" alt=\"status of {n}\"> \
+         <img src=\"/badge/{seg}.svg?type=uptime&amp;window=30d\" alt=\"uptime of {n}\"> \
+         <img src=\"/badge/{seg}.svg?type=latency\" alt=\"latency of {n}\"></p>\
+         <p>Markdown:</p><pre><code>![{n}]({u})\n![{n} uptime]({u}?type=uptime&amp;window=30d)\n\
+         ![{n} latency]({u}?type=latency)</code></pre></section>",
+        seg = path_segment(name),
+        n = Esc(name),
+        u = Esc(&url),
+    );
+}
