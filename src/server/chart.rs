@@ -39,7 +39,7 @@ pub const LARGE: Size = Size {
     label_hours: 3,
 };
 
-const LEFT: f64 = 52.0;
+const LEFT: f64 = 62.0;
 const RIGHT: f64 = 6.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 18.0;
