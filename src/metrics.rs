@@ -190,7 +190,9 @@ impl NotifyCounters {
 #[derive(Debug, Default)]
 struct Inner {
     /// (probe, outcome, class) -> count.
-    results: BTreeMap<(String, &'static str, &'static str), u64>,
+    /// probe -> (outcome, class) -> runs. Nested so that counting a run of
+    /// a probe already seen allocates nothing (no key `String` per result).
+    results: BTreeMap<String, BTreeMap<(&'static str, &'static str), u64>>,
     /// kind -> run durations.
     durations: BTreeMap<&'static str, Histogram>,
     lag: Option<Histogram>,
@@ -248,10 +250,12 @@ impl Registry {
             Some(c) => ("failure", c.as_str()),
         };
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        *inner
-            .results
-            .entry((r.probe.clone(), outcome, class))
-            .or_default() += 1;
+        if let Some(per) = inner.results.get_mut(r.probe.as_str()) {
+            *per.entry((outcome, class)).or_default() += 1;
+        } else {
+            let per = inner.results.entry(r.probe.clone()).or_default();
+            per.insert((outcome, class), 1);
+        }
         inner
             .durations
             .entry(kind)
@@ -270,7 +274,11 @@ impl Registry {
             "counter",
             "Probe runs finished, by probe, outcome and failure class (none on success).",
         );
-        for ((probe, outcome, class), n) in &inner.results {
+        let rows = inner
+            .results
+            .iter()
+            .flat_map(|(probe, per)| per.iter().map(move |(oc, n)| (probe, oc, n)));
+        for (probe, (outcome, class), n) in rows {
             out.sample(
                 "lookout_results_total",
                 &[

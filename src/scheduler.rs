@@ -73,15 +73,20 @@ async fn probe_loop(
     shutdown: CancellationToken,
 ) {
     let mut due = first_due(&spec, epoch);
+    // One cancellation future for the task's life: it registers with the
+    // token once, instead of registering and unregistering (a lock shared
+    // by every probe task) twice per run.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = cancelled.as_mut() => return,
             _ = tokio::time::sleep_until(due) => {}
         }
         let permit = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = cancelled.as_mut() => return,
             p = permits.clone().acquire_owned() => p,
         };
         let Ok(permit) = permit else { return };

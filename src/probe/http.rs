@@ -10,6 +10,7 @@
 //! task. The body is read into memory up to `max_body` and no further.
 
 use std::error::Error as StdError;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -80,7 +81,9 @@ pub struct HttpSpec {
     /// Every request header except `Host`: defaults (`User-Agent`,
     /// `Accept`), the configured ones, and `Authorization` (marked
     /// sensitive) from `basic_auth`, `bearer_token` or the URL's user info.
-    pub headers: HeaderMap,
+    /// Probes whose headers are exactly the defaults share one map (see
+    /// `shared_headers`): with 10,000 probes that is 6 MB not held.
+    pub headers: Arc<HeaderMap>,
     pub body: Option<Bytes>,
     pub follow_redirects: bool,
     pub max_redirects: u32,
@@ -127,7 +130,7 @@ pub fn from_url(url: &str) -> Result<HttpSpec, String> {
     Ok(HttpSpec {
         url,
         method: Method::GET,
-        headers,
+        headers: shared_headers(headers),
         body: None,
         follow_redirects: true,
         max_redirects: DEFAULT_MAX_REDIRECTS,
@@ -181,7 +184,7 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
     Some(HttpSpec {
         url: url?,
         method: method?,
-        headers,
+        headers: shared_headers(headers),
         body,
         follow_redirects: follow_redirects?,
         max_redirects: max_redirects?,
@@ -219,6 +222,18 @@ fn parse_method(text: &str) -> Result<Method, String> {
             METHODS.join(", ")
         ),
     })
+}
+
+/// `headers` as a spec holds them: the one shared default map when they
+/// are exactly the defaults (the common case), their own map otherwise.
+/// A `HeaderMap` with two entries costs about 600 bytes.
+fn shared_headers(headers: HeaderMap) -> Arc<HeaderMap> {
+    static DEFAULT: LazyLock<Arc<HeaderMap>> = LazyLock::new(|| Arc::new(default_headers()));
+    if headers == **DEFAULT {
+        DEFAULT.clone()
+    } else {
+        Arc::new(headers)
+    }
 }
 
 fn default_headers() -> HeaderMap {
@@ -721,6 +736,20 @@ pub async fn run(spec: &HttpSpec, trace: &mut Trace) -> Result<(), Failure> {
     finish(spec, hop, &url, &method, redirects, trace).await
 }
 
+/// How a response's version is shown (as `Version`'s `Debug` writes it),
+/// without formatting on every run.
+fn version_name(v: Version) -> String {
+    let name = match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        other => return format!("{other:?}"),
+    };
+    name.to_string()
+}
+
 fn is_redirect(s: StatusCode) -> bool {
     matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
@@ -792,7 +821,7 @@ fn build_request(
     with_credentials: bool,
 ) -> Result<Request<Full<Bytes>>, Failure> {
     let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    let mut headers = spec.headers.clone();
+    let mut headers = (*spec.headers).clone();
     if !with_credentials {
         for name in [
             header::AUTHORIZATION,
@@ -927,7 +956,7 @@ async fn finish(
     let status = parts.status;
     let code = status.as_u16();
     trace.detail("status", code);
-    trace.detail("http_version", format!("{:?}", parts.version));
+    trace.detail("http_version", version_name(parts.version));
     trace.detail("redirects", redirects);
     trace.detail("final_url", crate::redact::redact(url.as_str()));
     if let Some(hs) = &tls {
@@ -1140,6 +1169,30 @@ mod tests {
         assert_eq!(human_size(1 << 20), "1 MiB");
         assert_eq!(human_size(10_000_000), "10 MB");
         assert_eq!(human_size(1500), "1500 bytes");
+    }
+
+    #[test]
+    fn versions_are_named_as_debug_writes_them() {
+        for v in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ] {
+            assert_eq!(version_name(v), format!("{v:?}"));
+        }
+    }
+
+    #[test]
+    fn default_headers_are_shared_and_others_are_not() {
+        let a = from_url("http://a.example/").unwrap();
+        let b = from_url("http://b.example/").unwrap();
+        assert!(Arc::ptr_eq(&a.headers, &b.headers));
+        let c = from_url("http://user:pw-123456@c.example/").unwrap();
+        assert!(!Arc::ptr_eq(&a.headers, &c.headers));
+        assert!(c.headers.contains_key(header::AUTHORIZATION));
+        assert!(!a.headers.contains_key(header::AUTHORIZATION));
     }
 
     #[test]

@@ -91,12 +91,21 @@ impl LiveState {
         }
     }
 
+    /// Makes `r` its probe's latest result. The copy is made and the
+    /// replaced result freed outside the lock, so readers (pages, scrapes)
+    /// and other results wait only for a pointer swap.
     pub fn record(&self, r: &ProbeResult) {
+        let copy = r.clone();
         let mut latest = match self.latest.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        latest.insert(r.probe.clone(), r.clone());
+        let replaced = match latest.get_mut(r.probe.as_str()) {
+            Some(slot) => Some(std::mem::replace(slot, copy)),
+            None => latest.insert(r.probe.clone(), copy),
+        };
+        drop(latest);
+        drop(replaced);
     }
 }
 

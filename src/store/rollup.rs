@@ -338,20 +338,29 @@ fn merge_into(
         "SELECT count, failures, min_us, max_us, sum_us, sketch FROM {t} \
          WHERE probe_id = ?1 AND start = ?2"
     ))?;
-    let mut write = tx.prepare_cached(&format!(
+    // The read says whether the row exists, so each row is written with
+    // the statement that needs no second look-up: an UPDATE by key for an
+    // existing row, a plain INSERT for a new one (an upsert would first
+    // try the insert, find the conflict, then seek again to update).
+    let mut update = tx.prepare_cached(&format!(
+        "UPDATE {t} SET count = ?3, failures = ?4, min_us = ?5, max_us = ?6, sum_us = ?7, \
+         sketch = ?8 WHERE probe_id = ?1 AND start = ?2"
+    ))?;
+    let mut insert = tx.prepare_cached(&format!(
         "INSERT INTO {t} (probe_id, start, count, failures, min_us, max_us, sum_us, sketch) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-         ON CONFLICT (probe_id, start) DO UPDATE SET count = excluded.count, \
-         failures = excluded.failures, min_us = excluded.min_us, max_us = excluded.max_us, \
-         sum_us = excluded.sum_us, sketch = excluded.sketch"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
     ))?;
     for ((probe_id, start), mut agg) in groups {
-        if let Some(old) = read
+        let old = read
             .query_row(params![probe_id, start], read_agg(0))
-            .optional()?
-        {
-            agg.merge(&old);
-        }
+            .optional()?;
+        let write = match &old {
+            Some(old) => {
+                agg.merge(old);
+                &mut update
+            }
+            None => &mut insert,
+        };
         write.execute(params![
             probe_id,
             start,
