@@ -22,6 +22,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # A real Prometheus scrapes /metrics; headless Chromium renders the status page.
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+# The side-by-side benchmark (benches/compare.rs) runs its quick mode
+# against blackbox_exporter under `cargo test --all-targets`.
+[ -x /usr/bin/prometheus-blackbox-exporter ] || missing+=(prometheus-blackbox-exporter)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   SUDO=""
