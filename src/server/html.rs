@@ -126,6 +126,39 @@ pub fn abs_time(t: DateTime<Utc>) -> String {
     format!("<time datetime=\"{}\">{}</time>", iso(t), human_time(t))
 }
 
+/// A refreshable `<section id>` holding a table of `rows` under `headers`
+/// (class `class`), or the `empty` sentence when there are no rows.
+pub fn table_section<T>(
+    out: &mut String,
+    (id, title, class): (&str, &str, &str),
+    headers: &[&str],
+    empty: &str,
+    rows: &[T],
+    mut row: impl FnMut(&mut String, &T),
+) {
+    let _ = write!(
+        out,
+        "<section id=\"{id}\" data-refresh><h2>{}</h2>",
+        Esc(title)
+    );
+    if rows.is_empty() {
+        let _ = write!(out, "<p class=\"none\">{empty}</p></section>");
+        return;
+    }
+    let _ = write!(
+        out,
+        "<div class=\"scroll\"><table class=\"{class}\"><thead><tr>"
+    );
+    for h in headers {
+        let _ = write!(out, "<th scope=\"col\">{h}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for r in rows {
+        row(out, r);
+    }
+    out.push_str("</tbody></table></div></section>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,20 +192,14 @@ fn stats_table(out: &mut String, stats: &[WindowStats]) {
 
 /// `<tr class="result" data-ok="true|false">` per recent result.
 fn results_table(out: &mut String, results: &[ProbeResult]) {
-    out.push_str("<section id=\"results\" data-refresh><h2>Recent results</h2>");
-    if results.is_empty() {
-        out.push_str("<p class=\"none\">No results yet.</p></section>");
-        return;
-    }
-    out.push_str(
-        "<div class=\"scroll\"><table class=\"results\"><thead><tr><th scope=\"col\">Time</th>\
-         <th scope=\"col\">Duration</th><th scope=\"col\">Outcome</th><th scope=\"col\">Message</th>\
-         <th scope=\"col\">Phases</th></tr></thead><tbody>",
+    super::html::table_section(
+        out,
+        ("results", "Recent results", "results"),
+        &["Time", "Duration", "Outcome", "Message", "Phases"],
+        "No results yet.",
+        results,
+        result_row,
     );
-    for r in results {
-        result_row(out, r);
-    }
-    out.push_str("</tbody></table></div></section>");
 }
 
 fn result_row(out: &mut String, r: &ProbeResult) {

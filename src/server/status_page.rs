@@ -526,24 +526,14 @@ pub fn incidents(
     id: &str,
     title: &str,
 ) {
-    let _ = write!(
+    super::html::table_section(
         out,
-        "<section id=\"{id}\" data-refresh><h2>{}</h2>",
-        Esc(title)
+        (id, title, "incidents"),
+        &["Probe", "Started", "Ended", "Duration", "Cause"],
+        "No incidents recorded.",
+        list,
+        |out, i| incident_row(out, i, now),
     );
-    if list.is_empty() {
-        out.push_str("<p class=\"none\">No incidents recorded.</p></section>");
-        return;
-    }
-    out.push_str(
-        "<div class=\"scroll\"><table class=\"incidents\"><thead><tr><th scope=\"col\">Probe</th>\
-         <th scope=\"col\">Started</th><th scope=\"col\">Ended</th><th scope=\"col\">Duration</th>\
-         <th scope=\"col\">Cause</th></tr></thead><tbody>",
-    );
-    for i in list {
-        incident_row(out, i, now);
-    }
-    out.push_str("</tbody></table></div></section>");
 }
 
 fn incident_row(out: &mut String, i: &StoredIncident, now: DateTime<Utc>) {
