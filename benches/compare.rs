@@ -72,8 +72,8 @@ fn target() {
         let port = |l: &tokio::net::TcpListener| l.local_addr().expect("addr").port();
         println!("{} {} {}", port(&fast), port(&slow), port(&tcp));
         std::io::stdout().flush().expect("flush");
-        tokio::spawn(serve_http(fast, Duration::ZERO));
-        tokio::spawn(serve_http(slow, DELAY));
+        tokio::spawn(serve_http(fast));
+        tokio::spawn(serve_http_precise(slow, DELAY));
         loop {
             // Accept and close: a TCP connect check.
             let _ = tcp.accept().await;
@@ -81,32 +81,76 @@ fn target() {
     });
 }
 
-async fn serve_http(listener: tokio::net::TcpListener, delay: Duration) {
+/// Reads until the end of the request head; false if the peer went away.
+async fn read_head(sock: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    loop {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_http(listener: tokio::net::TcpListener) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
         tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            let mut seen = Vec::new();
-            loop {
-                match sock.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        seen.extend_from_slice(&buf[..n]);
-                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-            }
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+            if !read_head(&mut sock).await {
+                return;
             }
             let _ = sock
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
                 .await;
             let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// The slow target: requests are read on the async runtime, then handed to
+/// one releaser thread that sleeps (nanosleep; Linux's default 50 µs timer
+/// slack) until exactly `delay` after the head was read and writes the
+/// response. The delay is fixed, so deadlines arrive in order and a FIFO is
+/// a timer queue. tokio's own timer rounds a sleep up to its next 1 ms tick
+/// (up to ~1.6 ms late), and a thread per connection costs the target
+/// enough CPU at 2,000/s to disturb both probers; this does neither.
+async fn serve_http_precise(listener: tokio::net::TcpListener, delay: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, std::net::TcpStream)>();
+    std::thread::spawn(move || {
+        for (deadline, mut sock) in rx {
+            let now = Instant::now();
+            if deadline > now {
+                std::thread::sleep(deadline - now);
+            }
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if !read_head(&mut sock).await {
+                return;
+            }
+            let deadline = Instant::now() + delay;
+            let Ok(std_sock) = sock.into_std() else {
+                return;
+            };
+            if std_sock.set_nonblocking(false).is_ok() {
+                let _ = tx.send((deadline, std_sock));
+            }
         });
     }
 }
@@ -519,7 +563,7 @@ fn inproc() {
     let (cfg, _) =
         lookout::config::load_str("bench.yaml", &yaml, lookout::config::read::Cx::default())
             .unwrap_or_else(|d| panic!("{d}"));
-    let probes: Vec<_> = cfg.probes.into_iter().map(Arc::new).collect();
+    let probes: Vec<_> = cfg.probes;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -940,6 +984,8 @@ fn orchestrate(quick: bool) {
         quick_suite(&cx);
     } else if std::env::args().any(|a| a == "rss") {
         rss_section(&cx);
+    } else if std::env::args().any(|a| a == "latency") {
+        latency_section(&cx);
     } else {
         full_suite(&cx);
     }
@@ -967,6 +1013,23 @@ fn quick_suite(cx: &Ctx) {
                 "{tool}: bad figures"
             );
         }
+    }
+}
+
+/// `-- latency`: only the fixed-delay rows, both tools.
+fn latency_section(cx: &Ctx) {
+    let t = Timing {
+        warm: Duration::from_secs(3),
+        secs: Duration::from_secs(10),
+    };
+    header();
+    for n in [20, 500, 2000] {
+        let w = Work {
+            kind: Kind::Slow,
+            n,
+            interval_ms: 1000,
+        };
+        both(cx, w, t, true);
     }
 }
 

@@ -133,7 +133,7 @@ fn scenario() {
         lookout::config::load_str("bench.yaml", &yaml, lookout::config::read::Cx::default())
             .unwrap_or_else(|d| panic!("{d}"));
     let load_ms = loaded.elapsed().as_secs_f64() * 1000.0;
-    let probes: Vec<_> = cfg.probes.into_iter().map(Arc::new).collect();
+    let probes: Vec<_> = cfg.probes;
     // CPU is counted from here: probing, not parsing the configuration.
     let cpu0 = cpu_seconds();
     let lags: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(n * 4)));

@@ -7,7 +7,9 @@
 //! Parsing returns a message in words; the configuration compiler attaches
 //! the file, line and key. Evaluation is pure and never panics.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use regex::Regex;
@@ -141,9 +143,9 @@ pub enum ValueMatcher {
     /// A numeric comparison; a string holding a number is compared as one.
     Compare(NumberCmp),
     /// `=~ regex`: the value's text matches.
-    Matches(Regex),
+    Matches(Arc<Regex>),
     /// `!~ regex`: the value's text does not match.
-    NotMatches(Regex),
+    NotMatches(Arc<Regex>),
 }
 
 impl ValueMatcher {
@@ -155,26 +157,10 @@ impl ValueMatcher {
         };
         let t = text.trim_start();
         if let Some(re) = t.strip_prefix("=~") {
-            return Regex::new(re.trim())
-                .map(ValueMatcher::Matches)
-                .map_err(|e| {
-                    format!(
-                        "invalid regex `{}`: {}",
-                        re.trim(),
-                        first_line(&e.to_string())
-                    )
-                });
+            return regex(re.trim()).map(ValueMatcher::Matches);
         }
         if let Some(re) = t.strip_prefix("!~") {
-            return Regex::new(re.trim())
-                .map(ValueMatcher::NotMatches)
-                .map_err(|e| {
-                    format!(
-                        "invalid regex `{}`: {}",
-                        re.trim(),
-                        first_line(&e.to_string())
-                    )
-                });
+            return regex(re.trim()).map(ValueMatcher::NotMatches);
         }
         match Op::split(t) {
             Some((Op::Eq, rest)) => Ok(ValueMatcher::Equals(scalar_json(rest))),
@@ -339,9 +325,31 @@ impl fmt::Display for StatusMatcher {
     }
 }
 
-/// A compiled regex with the message style the rest of the crate uses.
-pub fn regex(text: &str) -> Result<Regex, String> {
-    Regex::new(text).map_err(|e| format!("invalid regex `{text}`: {}", first_line(&e.to_string())))
+/// A compiled regex with the message style the rest of the crate uses,
+/// shared by every probe that writes the same pattern.
+///
+/// A `Regex` is large (compiled program plus a pool of per-thread search
+/// caches of several KB each), and a fleet of probes typically repeats a
+/// handful of patterns (`body_matches: ok` on ten thousand endpoints), so
+/// equal patterns are compiled once and handed out as one `Arc`: one
+/// program, one cache per worker thread. Patterns no probe holds any more
+/// are forgotten as new ones arrive, so reloads do not accumulate them.
+pub fn regex(text: &str) -> Result<Arc<Regex>, String> {
+    static SHARED: Mutex<Option<HashMap<String, Weak<Regex>>>> = Mutex::new(None);
+    let mut guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    let shared = guard.get_or_insert_with(HashMap::new);
+    if let Some(re) = shared.get(text).and_then(Weak::upgrade) {
+        return Ok(re);
+    }
+    let re = Arc::new(
+        Regex::new(text)
+            .map_err(|e| format!("invalid regex `{text}`: {}", first_line(&e.to_string())))?,
+    );
+    if shared.len() >= 64 && shared.len().is_power_of_two() {
+        shared.retain(|_, w| w.strong_count() > 0);
+    }
+    shared.insert(text.to_string(), Arc::downgrade(&re));
+    Ok(re)
 }
 
 fn first_line(s: &str) -> String {

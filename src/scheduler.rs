@@ -36,9 +36,33 @@ pub struct RunMeta {
 /// the live state and the log all take results without waiting.
 pub type Sink = Arc<dyn Fn(ProbeResult, RunMeta) + Send + Sync>;
 
-/// The first runs after start are spread over at most this long, so results
-/// appear within seconds of starting even with long intervals.
+/// The first runs after start are spread over this long (or the interval, if
+/// shorter), so results appear within seconds of starting even with long
+/// intervals...
 const START_SPREAD: Duration = Duration::from_secs(2);
+/// ...unless that would start probes faster than this many per second (or
+/// the fleet's steady rate, if higher): then the spread is as long as it
+/// takes at that rate. 10,000 probes every 10 s start over 10 s at their
+/// steady 1,000/s rather than in a 2 s burst of 5,000/s, which would queue
+/// results, hold hundreds of connections at once and hit the targets with
+/// a restart storm (BENCHMARKS.md, issue 6).
+const START_RATE: f64 = 200.0;
+
+/// How long the first runs of `probes` are spread over: two seconds, or
+/// longer for a fleet that would otherwise start faster than its steady
+/// rate or 200 probes/s.
+pub fn start_spread(probes: &[Arc<ProbeSpec>]) -> Duration {
+    let mut n = 0usize;
+    let mut steady = 0.0f64;
+    for p in probes {
+        if let Schedule::Interval(i) = p.schedule {
+            n += 1;
+            steady += 1.0 / i.as_secs_f64().max(1e-3);
+        }
+    }
+    let secs = n as f64 / steady.max(START_RATE);
+    Duration::from_secs_f64(secs.min(86_400.0)).max(START_SPREAD)
+}
 
 /// Runs every probe on its schedule until `shutdown` is cancelled, then
 /// waits for the runs in flight to finish (each is bounded by its timeout).
@@ -50,12 +74,14 @@ pub async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let epoch = Instant::now();
+    let spread = start_spread(&probes);
     let mut tasks = JoinSet::new();
     for spec in probes {
+        let first = first_due(&spec, epoch, spread);
         let permits = permits.clone();
         let sink = sink.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(probe_loop(spec, epoch, permits, sink, shutdown));
+        tasks.spawn(probe_loop(spec, epoch, first, permits, sink, shutdown));
     }
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
@@ -68,11 +94,11 @@ pub async fn run(
 async fn probe_loop(
     spec: Arc<ProbeSpec>,
     epoch: Instant,
+    mut due: Instant,
     permits: Arc<Semaphore>,
     sink: Sink,
     shutdown: CancellationToken,
 ) {
-    let mut due = first_due(&spec, epoch);
     // One cancellation future for the task's life: it registers with the
     // token once, instead of registering and unregistering (a lock shared
     // by every probe task) twice per run.
@@ -91,7 +117,10 @@ async fn probe_loop(
         };
         let Ok(permit) = permit else { return };
         let lag = Instant::now().saturating_duration_since(due);
-        let result = run_once(&spec).await;
+        // Boxed: the run's state (a connection, buffers, a TLS session)
+        // exists only while it runs, instead of sizing every idle task for
+        // the largest probe kind (BENCHMARKS.md, issue 6).
+        let result = Box::pin(run_once(&spec)).await;
         drop(permit);
         sink(result, RunMeta { due, lag });
         due = match next_due(&spec, epoch, due, Instant::now()) {
@@ -115,11 +144,12 @@ pub fn offset(name: &str, span: Duration) -> Duration {
     Duration::from_nanos(h.finish() % nanos)
 }
 
-/// When a probe first runs: soon after start, spread over `START_SPREAD`
-/// (or the interval, if shorter); cron probes at their first cron time.
-pub fn first_due(spec: &ProbeSpec, epoch: Instant) -> Instant {
+/// When a probe first runs: soon after start, spread over `spread` (see
+/// [`start_spread`]) or the interval, if shorter; cron probes at their first
+/// cron time.
+pub fn first_due(spec: &ProbeSpec, epoch: Instant, spread: Duration) -> Instant {
     match &spec.schedule {
-        Schedule::Interval(i) => epoch + offset(&spec.name, (*i).min(START_SPREAD)),
+        Schedule::Interval(i) => epoch + offset(&spec.name, (*i).min(spread)),
         Schedule::Cron { cron, .. } => {
             cron_next(cron, epoch).unwrap_or(epoch + Duration::from_secs(86_400 * 365))
         }
@@ -178,6 +208,7 @@ mod tests {
         cfg.probes
             .into_iter()
             .next()
+            .map(|p| (*p).clone())
             .unwrap_or_else(|| panic!("one probe"))
     }
 
@@ -216,15 +247,38 @@ mod tests {
             "{:?}",
             due - now
         );
-        let first = first_due(spec, now);
+        let first = first_due(spec, now, START_SPREAD);
         assert!(first <= now + Duration::from_secs(60));
+    }
+
+    #[test]
+    fn start_spread_is_short_for_small_fleets_and_never_a_burst_for_large_ones() {
+        let fleet = |n: usize, every: Duration| -> Vec<Arc<ProbeSpec>> {
+            let one = Arc::new(spec("a", every));
+            vec![one; n]
+        };
+        // A handful of probes: results within START_SPREAD, whatever the interval.
+        assert_eq!(
+            start_spread(&fleet(50, Duration::from_secs(600))),
+            START_SPREAD
+        );
+        // 10,000 probes every 10 s: started at their steady 1,000/s, over 10 s.
+        let s = start_spread(&fleet(10_000, Duration::from_secs(10)));
+        assert!((s.as_secs_f64() - 10.0).abs() < 0.01, "{s:?}");
+        // 10,000 probes every 10 minutes: at START_RATE, over 50 s.
+        let s = start_spread(&fleet(10_000, Duration::from_secs(600)));
+        assert!((s.as_secs_f64() - 50.0).abs() < 0.01, "{s:?}");
+        // And never longer than a probe's own interval.
+        let s10 = spec("b", Duration::from_secs(10));
+        let epoch = Instant::now();
+        assert!(first_due(&s10, epoch, Duration::from_secs(50)) < epoch + Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
     async fn next_due_keeps_the_interval_and_skips_missed_slots() {
         let s = spec("a", Duration::from_secs(10));
         let epoch = Instant::now();
-        let first = first_due(&s, epoch);
+        let first = first_due(&s, epoch, START_SPREAD);
         assert!(first < epoch + START_SPREAD);
         let second = next_due(&s, epoch, first, first + Duration::from_millis(5)).expect("next");
         let gap = second - first;

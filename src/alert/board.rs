@@ -105,7 +105,7 @@ mod tests {
             status: Status::Down,
             since: Some(at),
             fail_streak: 3,
-            incident: Some(Incident {
+            incident: Some(Box::new(Incident {
                 id: Some(7),
                 started_at: at,
                 opened_at: at,
@@ -116,7 +116,7 @@ mod tests {
                 caused_by: caused_by.map(str::to_string),
                 notified: true,
                 last_notice_at: None,
-            }),
+            })),
             ..ProbeState::new()
         }
     }

@@ -24,6 +24,7 @@
 //!   went out, to the same notifiers.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -41,7 +42,7 @@ pub struct Outgoing {
 }
 
 struct Probe {
-    spec: ProbeSpec,
+    spec: Arc<ProbeSpec>,
     /// The redacted target, computed once.
     target: String,
     /// Transitive `depends_on`, nearest first.
@@ -316,11 +317,11 @@ impl Engine {
     }
 
     fn incident(&self, name: &str) -> Option<&Incident> {
-        self.probes.get(name)?.state.incident.as_ref()
+        self.probes.get(name)?.state.incident.as_deref()
     }
 
     fn incident_mut(&mut self, name: &str) -> Option<&mut Incident> {
-        self.probes.get_mut(name)?.state.incident.as_mut()
+        self.probes.get_mut(name)?.state.incident.as_deref_mut()
     }
 
     fn notice(

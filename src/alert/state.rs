@@ -96,8 +96,9 @@ pub struct ProbeState {
     pub last_latency: Option<Duration>,
     /// Start time of the latest run.
     pub last_run: Option<DateTime<Utc>>,
-    /// The open incident while `down`.
-    pub incident: Option<Incident>,
+    /// The open incident while `down` (boxed: most probes have none, and
+    /// an inline one would size every probe's state for it).
+    pub incident: Option<Box<Incident>>,
 }
 
 /// What one verdict did to the state.
@@ -175,7 +176,7 @@ impl ProbeState {
                     match self.incident.take() {
                         Some(mut inc) => {
                             inc.ended_at = Some(ended);
-                            Transition::Resolved(inc)
+                            Transition::Resolved(*inc)
                         }
                         None => Transition::None,
                     }
@@ -204,7 +205,7 @@ impl ProbeState {
                     let started = self.streak_started.unwrap_or(v.at);
                     self.status = Status::Down;
                     self.since = Some(started);
-                    self.incident = Some(Incident {
+                    self.incident = Some(Box::new(Incident {
                         id: None,
                         started_at: started,
                         opened_at: v.at,
@@ -215,7 +216,7 @@ impl ProbeState {
                         caused_by: None,
                         notified: false,
                         last_notice_at: None,
-                    });
+                    }));
                     Transition::Opened
                 }
                 Status::Pending | Status::Up => Transition::None,

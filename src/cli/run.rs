@@ -104,7 +104,7 @@ pub async fn run(cli: &Cli) -> Exit {
     let settings = RecorderSettings::from(&cfg.storage);
     let (recorder, recorder_task) = spawn_recorder(store, settings, recorder_stop.clone());
 
-    let probes: Vec<Arc<ProbeSpec>> = cfg.probes.iter().cloned().map(Arc::new).collect();
+    let probes: Vec<Arc<ProbeSpec>> = cfg.probes.clone();
     let mut live = LiveState::new(&probes);
     live.alerts = board;
     live.history = Some(History::new(server_store));

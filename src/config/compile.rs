@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::diag::{Diagnostic, Diagnostics};
@@ -61,7 +62,7 @@ pub fn load_with(path: &Path, mut cx: Cx) -> Result<(Config, Diagnostics), Diagn
         Ok(n) => n,
         Err(d) => return Err(Diagnostics(vec![d])),
     };
-    let config = compile_main(&mut cx, path, &base, &main);
+    let config = compile_main(&mut cx, path, &base, main);
     let mut diags = cx.diags;
     dedupe(&mut diags);
     match config {
@@ -81,7 +82,7 @@ pub fn load_str(file: &str, text: &str, mut cx: Cx) -> Result<(Config, Diagnosti
     };
     let path = PathBuf::from(file);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let config = compile_main(&mut cx, &path, &base, &node);
+    let config = compile_main(&mut cx, &path, &base, node);
     let mut diags = cx.diags;
     dedupe(&mut diags);
     match config {
@@ -117,18 +118,17 @@ fn read_file(path: &Path) -> Result<Node, Diagnostic> {
     yaml::parse(&name, &text).map_err(|e| syntax_diag(&e))
 }
 
-fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Config> {
-    let empty;
-    let root = if matches!(main.value, Value::Null) {
-        empty = Node {
-            value: Value::Map(Vec::new()),
-            pos: main.pos.clone(),
-        };
-        &empty
-    } else {
-        main
-    };
-    let top = cx.map(root, "", TOP_KEYS)?;
+/// Compiles a parsed main file. The probe lists are taken out of the trees
+/// and each probe's subtree is dropped as soon as it is compiled: with
+/// 10,000 probes the tree is ~20 MB, and holding it beside the compiled
+/// probes made loading the configuration the daemon's peak of memory
+/// (BENCHMARKS.md, issue 6).
+fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option<Config> {
+    if matches!(main.value, Value::Null) {
+        main.value = Value::Map(Vec::new());
+    }
+    let main_probes = detach(&mut main, "probes");
+    let top = cx.map(&main, "", TOP_KEYS)?;
     let storage = compile_storage(cx, &top, base);
     let server = compile_server(cx, &top);
     let scheduler = compile_scheduler(cx, &top);
@@ -138,31 +138,33 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, main: &Node) -> Option<Co
     let mut files = vec![path.to_path_buf()];
     // (probe node, key path) from the main file and every include.
     let mut probe_nodes: Vec<(Node, String)> = Vec::new();
-    collect_probes(cx, &top, &mut probe_nodes);
+    collect_probes(cx, main_probes, &mut probe_nodes);
     if let Some(inc) = top.get("include") {
-        for (file, node) in expand_includes(cx, inc, path, base) {
+        for (file, mut node) in expand_includes(cx, inc, path, base) {
             files.push(file);
-            let Some(m) = cx.map(&node, "", INCLUDED_TOP_KEYS) else {
+            let included_probes = detach(&mut node, "probes");
+            if cx.map(&node, "", INCLUDED_TOP_KEYS).is_none() {
                 continue;
-            };
-            collect_probes(cx, &m, &mut probe_nodes);
+            }
+            collect_probes(cx, included_probes, &mut probe_nodes);
         }
     }
 
     let defaults = top.get("defaults").and_then(|d| check_defaults(cx, d));
-    let mut probes = Vec::new();
-    let mut outlines = Vec::new();
-    for (node, path) in &probe_nodes {
+    let names: Vec<NameAt> = probe_nodes.iter().filter_map(NameAt::of).collect();
+    let mut probes = Vec::with_capacity(probe_nodes.len());
+    let mut outlines = Vec::with_capacity(probe_nodes.len());
+    for (node, path) in probe_nodes {
         let merged = match &defaults {
-            Some(d) => merge_defaults(d, node),
-            None => node.clone(),
+            Some(d) => merge_defaults(d, &node),
+            None => node,
         };
-        if let Some(p) = compile_probe(cx, &merged, path) {
-            probes.push(p);
+        if let Some(p) = compile_probe(cx, &merged, &path) {
+            probes.push(Arc::new(p));
         }
-        outlines.extend(Outline::of(&merged, path));
+        outlines.extend(Outline::of(&merged, &path));
     }
-    check_names(cx, &probe_nodes);
+    check_names(cx, &names);
     check_dependencies(cx, &outlines);
     let declared: Vec<String> = match top.get("notifiers").map(|n| &n.value) {
         Some(Value::Map(entries)) => entries.iter().map(|(k, _)| k.name.clone()).collect(),
@@ -594,14 +596,24 @@ fn check_http_url(cx: &mut Cx, m: &Map<'_>, key: &str, value: &str) -> Option<()
     }
 }
 
-fn collect_probes(cx: &mut Cx, m: &Map<'_>, out: &mut Vec<(Node, String)>) {
-    let Some(list) = m.get("probes") else {
+/// Removes `key` from a mapping node and returns its value.
+fn detach(node: &mut Node, key: &str) -> Option<Node> {
+    let Value::Map(entries) = &mut node.value else {
+        return None;
+    };
+    let i = entries.iter().position(|(k, _)| k.name == key)?;
+    Some(entries.remove(i).1)
+}
+
+/// Takes the probe nodes out of a file's `probes` list.
+fn collect_probes(cx: &mut Cx, list: Option<Node>, out: &mut Vec<(Node, String)>) {
+    let Some(list) = list else {
         return;
     };
-    match &list.value {
+    match list.value {
         Value::Seq(items) => {
-            for (i, item) in items.iter().enumerate() {
-                out.push((item.clone(), format!("probes[{i}]")));
+            for (i, item) in items.into_iter().enumerate() {
+                out.push((item, format!("probes[{i}]")));
             }
         }
         Value::Null => {}
@@ -997,21 +1009,36 @@ impl Outline {
     }
 }
 
-fn check_names(cx: &mut Cx, nodes: &[(Node, String)]) {
-    let mut first: HashMap<String, Pos> = HashMap::new();
-    for (n, path) in nodes {
-        let Some(nn) = n.get("name") else { continue };
-        let Some(name) = nn.scalar_text() else {
-            continue;
-        };
-        match first.get(&name) {
+/// A probe's name, where it is written and its key path: what
+/// [`check_names`] needs once the probe's tree is gone.
+struct NameAt {
+    name: String,
+    pos: Pos,
+    path: String,
+}
+
+impl NameAt {
+    fn of((n, path): &(Node, String)) -> Option<NameAt> {
+        let nn = n.get("name")?;
+        Some(NameAt {
+            name: nn.scalar_text()?,
+            pos: nn.pos.clone(),
+            path: path.clone(),
+        })
+    }
+}
+
+fn check_names(cx: &mut Cx, names: &[NameAt]) {
+    let mut first: HashMap<&str, &Pos> = HashMap::new();
+    for n in names {
+        match first.get(n.name.as_str()) {
             Some(p) => cx.error(
-                &nn.pos,
-                &join(path, "name"),
-                format!("duplicate probe name `{name}` (first defined at {p})"),
+                &n.pos,
+                &join(&n.path, "name"),
+                format!("duplicate probe name `{}` (first defined at {p})", n.name),
             ),
             None => {
-                first.insert(name, nn.pos.clone());
+                first.insert(&n.name, &n.pos);
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod yaml;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use compile::{load, load_str, load_with};
@@ -35,7 +36,7 @@ pub struct Config {
     pub server: Server,
     pub scheduler: SchedulerSettings,
     pub notifiers: BTreeMap<String, Notifier>,
-    pub probes: Vec<ProbeSpec>,
+    pub probes: Vec<Arc<ProbeSpec>>,
     /// How the notice outbox retries and expires.
     pub outbox: OutboxConfig,
     /// Maintenance windows that silence notices while they last.
@@ -44,7 +45,7 @@ pub struct Config {
 
 impl Config {
     pub fn probe(&self, name: &str) -> Option<&ProbeSpec> {
-        self.probes.iter().find(|p| p.name == name)
+        self.probes.iter().find(|p| p.name == name).map(|p| &**p)
     }
 }
 

@@ -99,7 +99,7 @@ pub struct HttpExpect {
     /// Defaults to any 2xx or 3xx.
     pub status: StatusMatcher,
     pub body_contains: Vec<String>,
-    pub body_matches: Vec<Regex>,
+    pub body_matches: Vec<std::sync::Arc<Regex>>,
     pub json: Vec<JsonExpect>,
     pub headers: Vec<(HeaderName, ValueMatcher)>,
     pub certificate_expires_in: Option<DurationCmp>,

@@ -62,7 +62,7 @@ pub enum TcpExpect {
     /// `reply_contains`: the bytes, and the text as written.
     Contains(Vec<u8>, String),
     /// `reply_matches`: a regex over the reply as text.
-    Matches(Regex),
+    Matches(std::sync::Arc<Regex>),
 }
 
 impl TcpExpect {

@@ -24,7 +24,7 @@ use lookout::result::{FailureClass, ProbeResult};
 /// panicking with every diagnostic when it is invalid.
 pub fn probes_from_yaml(yaml: &str) -> Vec<ProbeSpec> {
     match load_str("test.yaml", yaml, Cx::new(Box::new(|_| None))) {
-        Ok((cfg, _)) => cfg.probes,
+        Ok((cfg, _)) => cfg.probes.into_iter().map(|p| (*p).clone()).collect(),
         Err(d) => panic!("test configuration is invalid:\n{d}"),
     }
 }
