@@ -81,6 +81,23 @@ fn target() {
     });
 }
 
+/// Prints the p50, p99 and max of `late_us` on stderr and clears it.
+fn report_lateness(late_us: &mut Vec<u64>) {
+    if late_us.is_empty() {
+        return;
+    }
+    late_us.sort_unstable();
+    let q = |f: f64| late_us[((late_us.len() - 1) as f64 * f) as usize];
+    eprintln!(
+        "target: {} responses, late p50 {} us, p99 {} us, max {} us",
+        late_us.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    late_us.clear();
+}
+
 /// Reads until the end of the request head; false if the peer went away.
 async fn read_head(sock: &mut tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; 4096];
@@ -124,7 +141,12 @@ async fn serve_http(listener: tokio::net::TcpListener) {
 /// enough CPU at 2,000/s to disturb both probers; this does neither.
 async fn serve_http_precise(listener: tokio::net::TcpListener, delay: Duration) {
     let (tx, rx) = std::sync::mpsc::channel::<(Instant, std::net::TcpStream)>();
+    // LOOKOUT_COMPARE_TARGET_STATS=1: every 5 s, how late the target
+    // itself wrote its responses (past the deadline), on stderr.
+    let stats = std::env::var_os("LOOKOUT_COMPARE_TARGET_STATS").is_some();
     std::thread::spawn(move || {
+        let mut late_us: Vec<u64> = Vec::new();
+        let mut since = Instant::now();
         for (deadline, mut sock) in rx {
             let now = Instant::now();
             if deadline > now {
@@ -132,6 +154,17 @@ async fn serve_http_precise(listener: tokio::net::TcpListener, delay: Duration) 
             }
             let _ = sock
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            if stats {
+                late_us.push(
+                    Instant::now()
+                        .saturating_duration_since(deadline)
+                        .as_micros() as u64,
+                );
+                if since.elapsed() >= Duration::from_secs(5) {
+                    report_lateness(&mut late_us);
+                    since = Instant::now();
+                }
+            }
             let _ = sock.shutdown(std::net::Shutdown::Both);
         }
     });
