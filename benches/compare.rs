@@ -17,7 +17,8 @@
 //! `cargo bench --bench compare -- quick` runs a few seconds of it.
 //! `cargo test --all-targets` runs the quick mode with the debug binary
 //! when blackbox_exporter is installed, asserting only that both tools
-//! completed probes, so this code cannot rot.
+//! completed probes (HTTP, TCP and the fixed-delay target), so this code
+//! cannot rot.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -1032,7 +1033,7 @@ fn quick_suite(cx: &Ctx) {
         secs: Duration::from_millis(1500),
     };
     header();
-    for kind in [Kind::Http, Kind::Tcp] {
+    for kind in [Kind::Http, Kind::Tcp, Kind::Slow] {
         let w = Work {
             kind,
             n: 20,
