@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use regex::Regex;
@@ -335,9 +335,8 @@ impl fmt::Display for StatusMatcher {
 /// program, one cache per worker thread. Patterns no probe holds any more
 /// are forgotten as new ones arrive, so reloads do not accumulate them.
 pub fn regex(text: &str) -> Result<Arc<Regex>, String> {
-    static SHARED: Mutex<Option<HashMap<String, Weak<Regex>>>> = Mutex::new(None);
-    let mut guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-    let shared = guard.get_or_insert_with(HashMap::new);
+    static SHARED: LazyLock<Mutex<HashMap<String, Weak<Regex>>>> = LazyLock::new(Default::default);
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(re) = shared.get(text).and_then(Weak::upgrade) {
         return Ok(re);
     }
@@ -364,6 +363,19 @@ fn first_line(s: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn equal_patterns_share_one_compiled_regex() {
+        let (a, b) = (regex("^sh[a]red$"), regex("^sh[a]red$"));
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("valid pattern refused")
+        };
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(a.is_match("shared"));
+        let other = regex("^other$").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert!(regex("(").is_err_and(|e| e.contains("invalid regex `(`")));
+    }
 
     #[test]
     fn duration_comparisons() {
