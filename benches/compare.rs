@@ -11,7 +11,10 @@
 //! is counted. Each tool's CPU (utime + stime from `/proc/<pid>/stat`) is
 //! read over a measured interval after a warm-up, and its peak RSS from
 //! `VmHWM`. Lookout's completed runs come from its `/metrics`, its
-//! durations from its database after a clean shutdown.
+//! durations from its database after a clean shutdown. Under each
+//! fixed-delay row, "own err" joins every reported duration to the
+//! target's log of that very request (see [`own_errors`]): the error
+//! against what the target really took rather than the nominal delay.
 //!
 //! `cargo bench --bench compare` runs the full suite (about five minutes);
 //! `cargo bench --bench compare -- quick` runs a few seconds of it.
@@ -99,17 +102,19 @@ fn report_lateness(late_us: &mut Vec<u64>) {
     late_us.clear();
 }
 
-/// Reads until the end of the request head; false if the peer went away.
-async fn read_head(sock: &mut tokio::net::TcpStream) -> bool {
+/// Reads until the end of the request head and returns the request
+/// target (`/p12`); `None` if the peer went away.
+async fn read_head(sock: &mut tokio::net::TcpStream) -> Option<String> {
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
     loop {
         match sock.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => {
                 seen.extend_from_slice(&buf[..n]);
                 if seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    return true;
+                    let head = String::from_utf8_lossy(&seen);
+                    return Some(head.split(' ').nth(1).unwrap_or("").to_string());
                 }
             }
         }
@@ -122,7 +127,7 @@ async fn serve_http(listener: tokio::net::TcpListener) {
             continue;
         };
         tokio::spawn(async move {
-            if !read_head(&mut sock).await {
+            if read_head(&mut sock).await.is_none() {
                 return;
             }
             let _ = sock
@@ -133,6 +138,17 @@ async fn serve_http(listener: tokio::net::TcpListener) {
     }
 }
 
+/// One request to the slow target, on its way to the releaser thread.
+struct Held {
+    sock: std::net::TcpStream,
+    path: String,
+    /// When `accept` returned, on both clocks.
+    accepted: Instant,
+    accepted_unix_us: i64,
+    /// When the response is due: [`DELAY`] after the head was read.
+    deadline: Instant,
+}
+
 /// The slow target: requests are read on the async runtime, then handed to
 /// one releaser thread that sleeps (nanosleep; Linux's default 50 µs timer
 /// slack) until exactly `delay` after the head was read and writes the
@@ -140,27 +156,66 @@ async fn serve_http(listener: tokio::net::TcpListener) {
 /// a timer queue. tokio's own timer rounds a sleep up to its next 1 ms tick
 /// (up to ~1.6 ms late), and a thread per connection costs the target
 /// enough CPU at 2,000/s to disturb both probers; this does neither.
+///
+/// With `LOOKOUT_COMPARE_TARGET_LOG=<file>` the releaser appends one line
+/// per response, `path accepted_unix_us span_us late_us`: the span from
+/// `accept` returning to the response written (what the target really
+/// took, its own lateness included) and how late the write was past the
+/// deadline. The orchestrator joins these lines to each tool's reported
+/// durations (see [`own_errors`]).
 async fn serve_http_precise(listener: tokio::net::TcpListener, delay: Duration) {
-    let (tx, rx) = std::sync::mpsc::channel::<(Instant, std::net::TcpStream)>();
+    let (tx, rx) = std::sync::mpsc::channel::<Held>();
     // LOOKOUT_COMPARE_TARGET_STATS=1: every 5 s, how late the target
     // itself wrote its responses (past the deadline), on stderr.
     let stats = std::env::var_os("LOOKOUT_COMPARE_TARGET_STATS").is_some();
+    let mut log = std::env::var_os("LOOKOUT_COMPARE_TARGET_LOG")
+        .map(|p| std::io::BufWriter::new(std::fs::File::create(p).expect("create the target log")));
     std::thread::spawn(move || {
         let mut late_us: Vec<u64> = Vec::new();
         let mut since = Instant::now();
-        for (deadline, mut sock) in rx {
+        let mut flushed = Instant::now();
+        loop {
+            // Flush the log whenever the queue runs dry (and at least once
+            // a second), so what a finished run asked for is on disk.
+            let h = match rx.try_recv() {
+                Ok(h) => h,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    if let Some(w) = log.as_mut() {
+                        let _ = w.flush();
+                    }
+                    flushed = Instant::now();
+                    match rx.recv() {
+                        Ok(h) => h,
+                        Err(_) => return,
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            };
+            let Held {
+                mut sock,
+                path,
+                accepted,
+                accepted_unix_us,
+                deadline,
+            } = h;
             let now = Instant::now();
             if deadline > now {
                 std::thread::sleep(deadline - now);
             }
             let _ = sock
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let written = Instant::now();
+            let late = written.saturating_duration_since(deadline).as_micros() as u64;
+            if let Some(w) = log.as_mut() {
+                let span = written.saturating_duration_since(accepted).as_micros();
+                let _ = writeln!(w, "{path} {accepted_unix_us} {span} {late}");
+                if flushed.elapsed() >= Duration::from_secs(1) {
+                    let _ = w.flush();
+                    flushed = Instant::now();
+                }
+            }
             if stats {
-                late_us.push(
-                    Instant::now()
-                        .saturating_duration_since(deadline)
-                        .as_micros() as u64,
-                );
+                late_us.push(late);
                 if since.elapsed() >= Duration::from_secs(5) {
                     report_lateness(&mut late_us);
                     since = Instant::now();
@@ -173,17 +228,24 @@ async fn serve_http_precise(listener: tokio::net::TcpListener, delay: Duration) 
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
+        let (accepted, accepted_unix_us) = (Instant::now(), unix_us());
         let tx = tx.clone();
         tokio::spawn(async move {
-            if !read_head(&mut sock).await {
-                return;
-            }
-            let deadline = Instant::now() + delay;
-            let Ok(std_sock) = sock.into_std() else {
+            let Some(path) = read_head(&mut sock).await else {
                 return;
             };
-            if std_sock.set_nonblocking(false).is_ok() {
-                let _ = tx.send((deadline, std_sock));
+            let deadline = Instant::now() + delay;
+            let Ok(sock) = sock.into_std() else {
+                return;
+            };
+            if sock.set_nonblocking(false).is_ok() {
+                let _ = tx.send(Held {
+                    sock,
+                    path,
+                    accepted,
+                    accepted_unix_us,
+                    deadline,
+                });
             }
         });
     }
@@ -220,10 +282,11 @@ impl std::ops::DerefMut for Proc {
     }
 }
 
-fn start_targets(exe: &Path) -> (Proc, Ports) {
+fn start_targets(exe: &Path, log: &Path) -> (Proc, Ports) {
     let mut child = Proc(
         Command::new(exe)
             .env(ROLE, "target")
+            .env("LOOKOUT_COMPARE_TARGET_LOG", log)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start targets"),
@@ -297,6 +360,10 @@ struct Figures {
     rss_mb: f64,
     /// Reported durations of the runs in the interval, in ms.
     durations_ms: Vec<f64>,
+    /// Beside each duration: the request's path on the target (`/p12`)
+    /// and when the tool started it (unix µs; Lookout stores ms), for
+    /// [`own_errors`].
+    asked: Vec<(String, i64)>,
     /// Lookout only: p99 upper bound of the scheduler lag, in ms.
     lag_p99_ms: Option<f64>,
     /// Lookout only: process start to `/readyz` 200, in ms.
@@ -485,9 +552,13 @@ fn lag_p99_ms(a: &Scrape, b: &Scrape) -> Option<f64> {
 }
 
 fn unix_ms() -> i64 {
+    unix_us() / 1000
+}
+
+fn unix_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
 
@@ -562,17 +633,24 @@ fn read_db(db: &Path, ms0: i64, ms1: i64, f: &mut Figures) {
     let conn = rusqlite::Connection::open(db).expect("open lookout.db");
     let mut q = conn
         .prepare(
-            "SELECT duration_us, success FROM results WHERE started_at >= ?1 AND started_at < ?2",
+            "SELECT p.name, r.started_at, r.duration_us, r.success FROM results r \
+             JOIN probes p ON p.id = r.probe_id WHERE started_at >= ?1 AND started_at < ?2",
         )
         .expect("query");
-    let runs: Vec<(i64, bool)> = q
-        .query_map([ms0, ms1], |r| Ok((r.get(0)?, r.get(1)?)))
+    let runs: Vec<(String, i64, i64, bool)> = q
+        .query_map([ms0, ms1], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .expect("durations")
         .filter_map(Result::ok)
         .collect();
     f.probes = runs.len() as u64;
-    f.failed = runs.iter().filter(|(_, ok)| !ok).count() as u64;
-    f.durations_ms = runs.iter().map(|(us, _)| *us as f64 / 1000.0).collect();
+    f.failed = runs.iter().filter(|r| !r.3).count() as u64;
+    f.durations_ms = runs.iter().map(|r| r.2 as f64 / 1000.0).collect();
+    f.asked = runs
+        .into_iter()
+        .map(|(name, ms, _, _)| (format!("/{name}"), ms * 1000))
+        .collect();
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM results", [], |r| r.get(0))
         .unwrap_or(0);
@@ -746,8 +824,20 @@ impl Pool {
     }
 }
 
-/// Completed probes: (when, reported duration in ms, success).
-type Done = Arc<Mutex<Vec<(Instant, f64, bool)>>>;
+/// A completed `/probe` request.
+#[derive(Clone)]
+struct Answer {
+    at: Instant,
+    /// `probe_duration_seconds`, in ms.
+    ms: f64,
+    ok: bool,
+    /// The path the exporter was asked to probe (`/p12`; empty for TCP)
+    /// and when the request was sent (unix µs).
+    path: String,
+    sent_unix_us: i64,
+}
+
+type Done = Arc<Mutex<Vec<Answer>>>;
 
 fn metric(body: &str, name: &str) -> Option<f64> {
     body.lines()
@@ -777,6 +867,7 @@ async fn drive(
             let path = paths[(sent % paths.len() as u64) as usize].clone();
             sent += 1;
             let (pool, done) = (pool.clone(), done.clone());
+            let sent_unix_us = unix_us();
             tokio::spawn(async move {
                 // Like a scrape, a request is abandoned after its timeout
                 // (and counted as failed).
@@ -787,8 +878,18 @@ async fn drive(
                     .unwrap_or_default();
                 let ok = metric(&body, "probe_success") == Some(1.0);
                 let ms = metric(&body, "probe_duration_seconds").unwrap_or(f64::NAN) * 1000.0;
+                let target = path
+                    .rsplit_once("%2F")
+                    .map(|(_, p)| format!("/{p}"))
+                    .unwrap_or_default();
                 if let Ok(mut d) = done.lock() {
-                    d.push((Instant::now(), ms, ok));
+                    d.push(Answer {
+                        at: Instant::now(),
+                        ms,
+                        ok,
+                        path: target,
+                        sent_unix_us,
+                    });
                 }
             });
         }
@@ -849,20 +950,19 @@ fn run_blackbox(rt: &tokio::runtime::Runtime, w: &Work, ports: Ports, t: Timing)
     let _ = child.kill();
     let _ = child.wait();
     let d = done.lock().map(|d| d.clone()).unwrap_or_default();
-    let window: Vec<_> = d
-        .iter()
-        .filter(|(at, _, _)| *at >= t0 && *at < t1)
-        .collect();
+    let window: Vec<&Answer> = d.iter().filter(|a| a.at >= t0 && a.at < t1).collect();
+    // A request that timed out has no reported duration.
+    let timed: Vec<&&Answer> = window.iter().filter(|a| a.ms.is_finite()).collect();
     Figures {
         probes: window.len() as u64,
-        failed: window.iter().filter(|(_, _, ok)| !ok).count() as u64,
+        failed: window.iter().filter(|a| !a.ok).count() as u64,
         wall: (t1 - t0).as_secs_f64(),
         cpu_s: cpu1 - cpu0,
         rss_mb,
-        durations_ms: window
+        durations_ms: timed.iter().map(|a| a.ms).collect(),
+        asked: timed
             .iter()
-            .map(|(_, ms, _)| *ms)
-            .filter(|m| m.is_finite())
+            .map(|a| (a.path.clone(), a.sent_unix_us))
             .collect(),
         ..Figures::default()
     }
@@ -878,6 +978,70 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s.sort_by(|a, b| a.total_cmp(b));
     let idx = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
     s[idx]
+}
+
+/// The slow target's log: per path, `(accepted unix µs, span µs, late µs)`
+/// in the order accepted.
+type TargetLog = std::collections::HashMap<String, Vec<(i64, i64, i64)>>;
+
+fn read_target_log(path: &Path) -> TargetLog {
+    let mut log = TargetLog::new();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
+        if let (Some(path), Some(at), Some(span), Some(late)) = (f.first(), num(1), num(2), num(3))
+        {
+            log.entry(path.to_string())
+                .or_default()
+                .push((at, span, late));
+        }
+    }
+    for v in log.values_mut() {
+        v.sort_unstable();
+    }
+    log
+}
+
+/// Each reported duration joined to the target's own record of that
+/// request (same path, the first request the target accepted at or after
+/// the tool started it, within 500 ms): `reported − span` is what the
+/// tool added to what the target really took — connecting, writing the
+/// request, the target's `accept` wake-up, and reading the answer after it
+/// was written. Returns those errors, the target's lateness past its
+/// deadline for the same requests (ms), and how many durations found no
+/// record.
+fn own_errors(f: &Figures, log: &TargetLog) -> (Vec<f64>, Vec<f64>, usize) {
+    let (mut own, mut late, mut unmatched) = (Vec::new(), Vec::new(), 0);
+    for (ms, (path, asked)) in f.durations_ms.iter().zip(&f.asked) {
+        let rec = log.get(path).and_then(|v| {
+            let i = v.partition_point(|r| r.0 < *asked);
+            v.get(i).filter(|r| r.0 < asked + 500_000)
+        });
+        match rec {
+            Some(&(_, span, l)) => {
+                own.push(ms - span as f64 / 1000.0);
+                late.push(l as f64 / 1000.0);
+            }
+            None => unmatched += 1,
+        }
+    }
+    (own, late, unmatched)
+}
+
+/// The line under a fixed-delay row: the tool's own share of the error.
+fn own_line(cx: &Ctx, tool: &str, f: &Figures) {
+    let (own, late, unmatched) = own_errors(f, &read_target_log(&cx.target_log));
+    println!(
+        "{:>10} {:>9}  own err p50 {:.2}ms p99 {:.2}ms (reported - target span; {} joined, {unmatched} not); target late p50 {:.2}ms p99 {:.2}ms",
+        "",
+        tool,
+        pct(&own, 0.5),
+        pct(&own, 0.99),
+        own.len(),
+        pct(&late, 0.5),
+        pct(&late, 0.99),
+    );
 }
 
 /// Error of the reported durations against the true [`DELAY`], in ms.
@@ -977,6 +1141,8 @@ fn machine() {
 
 struct Ctx {
     exe: PathBuf,
+    /// The slow target's per-request log (see [`serve_http_precise`]).
+    target_log: PathBuf,
     lookout: PathBuf,
     ports: Ports,
     rt: tokio::runtime::Runtime,
@@ -988,6 +1154,10 @@ fn both(cx: &Ctx, w: Work, t: Timing, scrapes: bool) -> (Figures, Figures) {
     row(&w, "lookout", &l);
     let b = run_blackbox(&cx.rt, &w, cx.ports, t);
     row(&w, "blackbox", &b);
+    if w.kind == Kind::Slow {
+        own_line(cx, "lookout", &l);
+        own_line(cx, "blackbox", &b);
+    }
     println!(
         "{:>10} {:>9}  cpu/probe {}  rss {}",
         "",
@@ -1001,13 +1171,16 @@ fn both(cx: &Ctx, w: Work, t: Timing, scrapes: bool) -> (Figures, Figures) {
 fn orchestrate(quick: bool) {
     let exe = std::env::current_exe().expect("current exe");
     let lookout = PathBuf::from(env!("CARGO_BIN_EXE_lookout"));
-    let (mut targets, ports) = start_targets(&exe);
+    let log_dir = tempfile::tempdir().expect("temp dir");
+    let target_log = log_dir.path().join("target.log");
+    let (mut targets, ports) = start_targets(&exe, &target_log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let cx = Ctx {
         exe,
+        target_log,
         lookout,
         ports,
         rt,

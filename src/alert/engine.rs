@@ -98,6 +98,12 @@ impl Engine {
         }
     }
 
+    /// Whether maintenance windows are configured (time alone can then
+    /// change what a probe's view shows).
+    pub fn has_windows(&self) -> bool {
+        !self.windows.is_empty()
+    }
+
     /// The state of one probe, if it is configured.
     pub fn state(&self, name: &str) -> Option<&ProbeState> {
         self.probes.get(name).map(|p| &p.state)
@@ -186,7 +192,19 @@ impl Engine {
     /// whose announcement a maintenance window held back.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        for name in self.order.clone() {
+        // Only probes with an open incident can owe a notice to time; most
+        // have none, so the names are not all copied every tick.
+        let open: Vec<String> = self
+            .order
+            .iter()
+            .filter(|n| {
+                self.probes
+                    .get(n.as_str())
+                    .is_some_and(|p| p.state.incident.is_some())
+            })
+            .cloned()
+            .collect();
+        for name in open {
             let Some(p) = self.probes.get(&name) else {
                 continue;
             };
