@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod expect;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod probe;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lookout::cli::{dispatch, Cli, LogFormat};
+use lookout::cli::{dispatch, Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the C library's allocator: glibc gives each thread
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
     purge_freed_memory_promptly();
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    lookout::limits::raise_open_files_limit(matches!(cli.command, Command::Run));
     dispatch(cli).into()
 }
 

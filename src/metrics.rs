@@ -206,7 +206,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Registry {
     /// probe name -> kind, to label results (the sink only has the name).
-    kinds: HashMap<String, &'static str>,
+    kinds: std::sync::RwLock<HashMap<String, &'static str>>,
     inner: Mutex<Inner>,
     recorder: OnceLock<Arc<RecorderStats>>,
     notifications: OnceLock<Arc<NotifyCounters>>,
@@ -214,14 +214,60 @@ pub struct Registry {
     outbox_scrape_errors: AtomicU64,
     /// The last scrape could not read them (to log only the first failure).
     outbox_failing: AtomicBool,
+    /// Configuration reloads: applied, refused, whether the last attempt
+    /// was refused, and when the running configuration was loaded (unix s;
+    /// 0 until [`Registry::config_loaded`]).
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    last_reload_failed: AtomicBool,
+    config_loaded_at: std::sync::atomic::AtomicI64,
 }
 
 impl Registry {
     pub fn new(probes: &[ProbeInfo]) -> Registry {
         Registry {
-            kinds: probes.iter().map(|p| (p.name.clone(), p.kind)).collect(),
+            kinds: std::sync::RwLock::new(
+                probes.iter().map(|p| (p.name.clone(), p.kind)).collect(),
+            ),
             ..Registry::default()
         }
+    }
+
+    /// The running configuration was loaded at `unix_s` (at start, or by a
+    /// reload, which `reload` says).
+    pub fn config_loaded(&self, unix_s: i64, reload: bool) {
+        self.config_loaded_at.store(unix_s, Ordering::Relaxed);
+        self.last_reload_failed.store(false, Ordering::Relaxed);
+        if reload {
+            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A reload was refused (the configuration had errors); the previous
+    /// one keeps running.
+    pub fn config_refused(&self) {
+        self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        self.last_reload_failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `probe` is configured (a run of a probe removed by a reload
+    /// may finish after the reload).
+    pub fn knows(&self, probe: &str) -> bool {
+        self.kinds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(probe)
+    }
+
+    /// Takes a reloaded set of probes: new ones are labelled with their
+    /// kind, and removed ones' series disappear from the next scrape.
+    pub fn set_probes(&self, probes: &[ProbeInfo]) {
+        let kinds: HashMap<String, &'static str> =
+            probes.iter().map(|p| (p.name.clone(), p.kind)).collect();
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.results.retain(|name, _| kinds.contains_key(name));
+        drop(inner);
+        *self.kinds.write().unwrap_or_else(PoisonError::into_inner) = kinds;
     }
 
     /// Exposes the recorder's counters from now on (first call wins).
@@ -247,7 +293,13 @@ impl Registry {
     /// Counts one run: its outcome, its duration (per kind) and how late
     /// the scheduler started it. A short lock; never blocks on I/O.
     pub fn observe(&self, r: &ProbeResult, lag: Duration) {
-        let kind = self.kinds.get(&r.probe).copied().unwrap_or("unknown");
+        let kind = self
+            .kinds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&r.probe)
+            .copied()
+            .unwrap_or("unknown");
         let (outcome, class) = match r.class() {
             None if r.success => ("success", "none"),
             None => ("failure", "none"),
@@ -330,6 +382,43 @@ impl Registry {
             &[("version".into(), env!("CARGO_PKG_VERSION").into())],
             1.0,
         );
+
+        out.family(
+            "lookout_config_last_reload_successful",
+            "gauge",
+            "1 if the last configuration load or reload succeeded, 0 if the last reload was refused (the previous configuration keeps running).",
+        );
+        let failed = self.last_reload_failed.load(Ordering::Relaxed);
+        out.sample(
+            "lookout_config_last_reload_successful",
+            &[],
+            if failed { 0.0 } else { 1.0 },
+        );
+        out.family(
+            "lookout_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "When the running configuration was loaded (unix seconds).",
+        );
+        out.sample(
+            "lookout_config_last_reload_success_timestamp_seconds",
+            &[],
+            self.config_loaded_at.load(Ordering::Relaxed) as f64,
+        );
+        out.family(
+            "lookout_config_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP or a changed file), by result.",
+        );
+        for (result, n) in [
+            ("success", &self.reloads_ok),
+            ("failure", &self.reloads_failed),
+        ] {
+            out.sample(
+                "lookout_config_reloads_total",
+                &[("result".into(), result.into())],
+                n.load(Ordering::Relaxed) as f64,
+            );
+        }
 
         if let Some(stats) = self.recorder.get() {
             let c = stats.snapshot();

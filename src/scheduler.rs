@@ -10,11 +10,12 @@
 //! per-probe offset so a thousand probes with one interval do not fire in
 //! the same millisecond. Time comes from tokio's clock, so tests can pause it.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -72,23 +73,127 @@ pub async fn run(
     sink: Sink,
     shutdown: CancellationToken,
 ) {
+    let (_keep, updates) = mpsc::unbounded_channel();
+    run_with_updates(probes, concurrency, sink, shutdown, updates).await;
+}
+
+/// [`run`], taking new probe sets from `updates` (a configuration
+/// reload). A probe whose definition is unchanged keeps its task, so its
+/// schedule goes on as if nothing happened; a changed one is restarted
+/// with its new definition and an added one started, both within
+/// two seconds; a removed one is stopped (a run in flight finishes and
+/// its result is still delivered). Definitions are compared by
+/// [`fingerprint`].
+pub async fn run_with_updates(
+    probes: Vec<Arc<ProbeSpec>>,
+    concurrency: usize,
+    sink: Sink,
+    shutdown: CancellationToken,
+    mut updates: mpsc::UnboundedReceiver<Vec<Arc<ProbeSpec>>>,
+) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let epoch = Instant::now();
     let spread = start_spread(&probes);
     let mut tasks = JoinSet::new();
+    let mut running: HashMap<String, Running> = HashMap::with_capacity(probes.len());
+    let start = |spec: Arc<ProbeSpec>,
+                 epoch: Instant,
+                 first: Instant,
+                 tasks: &mut JoinSet<()>|
+     -> Running {
+        let stop = shutdown.child_token();
+        let running = Running {
+            fingerprint: fingerprint(&spec),
+            stop: stop.clone(),
+        };
+        tasks.spawn(probe_loop(
+            spec,
+            epoch,
+            first,
+            permits.clone(),
+            sink.clone(),
+            stop,
+        ));
+        running
+    };
     for spec in probes {
         let first = first_due(&spec, epoch, spread);
-        let permits = permits.clone();
-        let sink = sink.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(probe_loop(spec, epoch, first, permits, sink, shutdown));
+        let name = spec.name.clone();
+        let r = start(spec, epoch, first, &mut tasks);
+        running.insert(name, r);
     }
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined {
-            // A panic in a probe is a bug; the other probes keep running.
-            tracing::error!(error = %e, "probe task ended abnormally");
+    let mut updates_open = true;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(Err(e)) if !e.is_cancelled() => {
+                    // A panic in a probe is a bug; the other probes keep running.
+                    tracing::error!(error = %e, "probe task ended abnormally");
+                }
+                Some(_) => {}
+                // Every task ended: after shutdown, or a reload that left
+                // no probes (then wait for the next one).
+                None if shutdown.is_cancelled() || !updates_open => break,
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    u = updates.recv() => match u {
+                        Some(u) => apply(u, &mut running, &mut tasks, &start),
+                        None => break,
+                    },
+                },
+            },
+            u = updates.recv(), if updates_open => match u {
+                Some(u) if !shutdown.is_cancelled() => apply(u, &mut running, &mut tasks, &start),
+                Some(_) => {}
+                None => updates_open = false,
+            },
         }
     }
+}
+
+/// A probe's task, as the scheduler knows it.
+struct Running {
+    fingerprint: String,
+    stop: CancellationToken,
+}
+
+/// Brings the running tasks in line with `probes` (see [`run_with_updates`]).
+fn apply(
+    probes: Vec<Arc<ProbeSpec>>,
+    running: &mut HashMap<String, Running>,
+    tasks: &mut JoinSet<()>,
+    start: &impl Fn(Arc<ProbeSpec>, Instant, Instant, &mut JoinSet<()>) -> Running,
+) {
+    let now = Instant::now();
+    let mut next: HashMap<String, Running> = HashMap::with_capacity(probes.len());
+    for spec in probes {
+        let name = spec.name.clone();
+        match running.remove(&name) {
+            Some(r) if r.fingerprint == fingerprint(&spec) => {
+                next.insert(name, r);
+            }
+            old => {
+                if let Some(old) = old {
+                    old.stop.cancel();
+                }
+                let first = first_due(&spec, now, START_SPREAD);
+                let r = start(spec, now, first, tasks);
+                next.insert(name, r);
+            }
+        }
+    }
+    for (_, gone) in running.drain() {
+        gone.stop.cancel();
+    }
+    *running = next;
+}
+
+/// What makes two definitions of a probe the same: everything but where
+/// it is written (moving a probe within a file changes nothing).
+pub fn fingerprint(spec: &ProbeSpec) -> String {
+    let mut s = spec.clone();
+    s.defined_at.clear();
+    format!("{s:?}")
 }
 
 async fn probe_loop(

@@ -75,6 +75,12 @@ impl AlertBoard {
         }
     }
 
+    /// Forgets the probes `keep` says no to (removed by a reload).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|name, _| keep(name));
+    }
+
     pub fn get(&self, name: &str) -> Option<AlertView> {
         let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
         map.get(name).cloned()
@@ -116,6 +122,7 @@ mod tests {
                 caused_by: caused_by.map(str::to_string),
                 notified: true,
                 last_notice_at: None,
+                ended_by: None,
             })),
             ..ProbeState::new()
         }

@@ -98,6 +98,66 @@ impl Engine {
         }
     }
 
+    /// Takes a new configuration (a reload). Probes that are still
+    /// configured keep their state — streaks, open incident — whether or
+    /// not their definition changed; added probes start pending. A removed
+    /// probe's open incident is closed as `removed` (ended now, saved with
+    /// the next save) and, if its Opened notice went out, a Resolved notice
+    /// with state `removed` tells the same notifiers, so nobody is left
+    /// waiting for a recovery that cannot come. Returns those notices.
+    pub fn reconfigure(&mut self, config: &Config, now: DateTime<Utc>) -> Vec<Outgoing> {
+        let mut next = Engine::new(config);
+        let mut out = Vec::new();
+        let removed: Vec<String> = self
+            .probes
+            .keys()
+            .filter(|n| !next.probes.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        for name in removed {
+            let Some(mut inc) = self
+                .probes
+                .get_mut(&name)
+                .and_then(|p| p.state.incident.take())
+            else {
+                continue;
+            };
+            inc.ended_at = Some(now);
+            inc.ended_by = Some("removed".into());
+            if inc.notified && self.enabled(&name) {
+                let mut notice = self.notice(&name, NoticeKind::Resolved, &inc, now, Vec::new());
+                notice.state = "removed".into();
+                self.fan_out(&name, notice, &mut out);
+            }
+            tracing::warn!(
+                probe = %name,
+                incident = inc.id,
+                "probe removed from the configuration while down; incident closed as removed"
+            );
+            self.closed.push((name, *inc));
+        }
+        for (name, p) in std::mem::take(&mut self.probes) {
+            if let Some(kept) = next.probes.get_mut(&name) {
+                kept.state = p.state;
+            }
+        }
+        next.closed = std::mem::take(&mut self.closed);
+        *self = next;
+        out
+    }
+
+    /// Takes the ids the database gave incidents, `(probe, started_at,
+    /// id)`, so later notices (reminders, the resolution) carry them.
+    pub fn set_incident_ids(&mut self, ids: &[(String, DateTime<Utc>, i64)]) {
+        for (probe, started_at, id) in ids {
+            if let Some(inc) = self.incident_mut(probe) {
+                if inc.started_at == *started_at {
+                    inc.id = Some(*id);
+                }
+            }
+        }
+    }
+
     /// Whether maintenance windows are configured (time alone can then
     /// change what a probe's view shows).
     pub fn has_windows(&self) -> bool {

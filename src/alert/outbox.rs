@@ -138,9 +138,70 @@ pub enum OutboxError {
 pub struct OutboxHandle {
     store: Arc<Mutex<Store>>,
     wake: Arc<Notify>,
+    notifiers: Arc<std::sync::RwLock<Arc<BTreeMap<String, Notifier>>>>,
+    settings: Arc<OutboxSettings>,
+    unsaved: Unsaved,
+}
+
+/// Notices sent from memory (see [`OutboxHandle::send_unsaved`]) and not
+/// recorded in the database yet: each with when it was created, how often
+/// it was tried and, once settled, its outcome.
+type Unsaved = Arc<std::sync::Mutex<BTreeMap<u64, UnsavedNotice>>>;
+
+#[derive(Debug, Clone)]
+struct UnsavedNotice {
+    item: Outgoing,
+    created: DateTime<Utc>,
+    attempts: u32,
+    outcome: Option<Result<String, String>>,
 }
 
 impl OutboxHandle {
+    /// Sends `items` from memory because the database cannot be written
+    /// (disk full, I/O errors): alerting must not wait for the disk. Each
+    /// notice is sent at once and retried with the usual backoff until it
+    /// is delivered, fails permanently or is older than `max_age`; then it
+    /// is recorded in the outbox as delivered or failed (retrying until the
+    /// database takes it), so it is never sent twice. At shutdown, what is
+    /// still unrecorded is written as it stands (undelivered ones as
+    /// pending, sent again after the restart); a crash meanwhile loses it.
+    pub fn send_unsaved(&self, items: Vec<Outgoing>) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        for item in items {
+            let key = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.unsaved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    key,
+                    UnsavedNotice {
+                        item,
+                        created: Utc::now(),
+                        attempts: 0,
+                        outcome: None,
+                    },
+                );
+            tokio::spawn(send_from_memory(
+                self.store.clone(),
+                self.notifiers.clone(),
+                self.settings.clone(),
+                self.unsaved.clone(),
+                key,
+            ));
+        }
+    }
+
+    /// Takes a reloaded configuration's notifiers: notices sent from now
+    /// on (queued ones included) use them; a send in flight finishes with
+    /// the old one.
+    pub fn set_notifiers(&self, notifiers: BTreeMap<String, Notifier>) {
+        *self
+            .notifiers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(notifiers);
+        self.wake.notify_one();
+    }
+
     /// Stores `items` durably (one transaction, on a blocking thread) and
     /// wakes the outbox task so they are sent at once. When this returns
     /// `Ok` the notices survive a restart. Works after the task stopped too:
@@ -200,12 +261,16 @@ pub fn spawn_outbox(
     let handle = OutboxHandle {
         store: Arc::new(Mutex::new(store)),
         wake: Arc::new(Notify::new()),
+        notifiers: Arc::new(std::sync::RwLock::new(Arc::new(notifiers))),
+        settings: Arc::new(settings),
+        unsaved: Unsaved::default(),
     };
     let task = Task {
         store: handle.store.clone(),
         wake: handle.wake.clone(),
-        notifiers: Arc::new(notifiers),
-        settings: Arc::new(settings),
+        notifiers: handle.notifiers.clone(),
+        settings: handle.settings.clone(),
+        unsaved: handle.unsaved.clone(),
     };
     (handle, tokio::spawn(task.run(shutdown)))
 }
@@ -213,7 +278,9 @@ pub fn spawn_outbox(
 struct Task {
     store: Arc<Mutex<Store>>,
     wake: Arc<Notify>,
-    notifiers: Arc<BTreeMap<String, Notifier>>,
+    /// Swapped by [`OutboxHandle::set_notifiers`] on a reload.
+    notifiers: Arc<std::sync::RwLock<Arc<BTreeMap<String, Notifier>>>>,
+    unsaved: Unsaved,
     settings: Arc<OutboxSettings>,
 }
 
@@ -234,6 +301,11 @@ impl Task {
                         load_failing = false;
                     }
                     let mut taken: HashSet<String> = busy.values().cloned().collect();
+                    let notifiers = self
+                        .notifiers
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
                     for row in rows {
                         if !taken.insert(row.notifier.clone()) {
                             continue;
@@ -241,7 +313,7 @@ impl Task {
                         let notifier = row.notifier.clone();
                         let send = deliver(
                             self.store.clone(),
-                            self.notifiers.get(&row.notifier).cloned(),
+                            notifiers.get(&row.notifier).cloned(),
                             self.settings.clone(),
                             row,
                         );
@@ -287,6 +359,23 @@ impl Task {
                      their notices stay pending and are sent after the restart"
                 );
                 sends.abort_all();
+            }
+        }
+        // Notices sent from memory and not recorded yet: write them as they
+        // stand, so none is lost or sent twice across the restart.
+        let keys: Vec<u64> = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        for key in keys {
+            if !record_unsaved(&self.store, &self.unsaved, key).await {
+                tracing::error!(
+                    "a notice sent from memory could not be recorded at shutdown \
+                     (the database still refuses writes); it is lost"
+                );
             }
         }
     }
@@ -377,6 +466,121 @@ async fn deliver(
     if let Some(counters) = &settings.counters {
         counters.count(&row.notifier, counted);
     }
+}
+
+/// See [`OutboxHandle::send_unsaved`]: sends the notice `key` of
+/// `unsaved`, then records it (every second until the database takes it).
+async fn send_from_memory(
+    store: Arc<Mutex<Store>>,
+    notifiers: Arc<std::sync::RwLock<Arc<BTreeMap<String, Notifier>>>>,
+    settings: Arc<OutboxSettings>,
+    unsaved: Unsaved,
+    key: u64,
+) {
+    let entry = |f: &mut dyn FnMut(&mut UnsavedNotice)| {
+        if let Some(u) = unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&key)
+        {
+            f(u);
+        }
+    };
+    let mut it = None;
+    entry(&mut |u| it = Some((u.item.clone(), u.created)));
+    let Some((item, created)) = it else { return };
+    let (name, probe, kind) = (
+        item.notifier.clone(),
+        item.notice.probe.clone(),
+        crate::store::outbox_kind(item.notice.kind),
+    );
+    tracing::warn!(notifier = %name, probe = %probe, kind,
+        "the database cannot be written; sending this notice from memory");
+    let mut attempts = 0u32;
+    let outcome: Result<String, String> = loop {
+        let notifier = notifiers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&name)
+            .cloned();
+        let Some(n) = notifier else {
+            break Err(format!("notifier {name} is no longer configured"));
+        };
+        attempts += 1;
+        entry(&mut |u| u.attempts = attempts);
+        match notify::send_with(&n, &item.notice, &settings.send).await {
+            Ok(answer) => break Ok(answer),
+            Err(e) if e.permanent => break Err(e.message),
+            Err(e) => {
+                let age = (Utc::now() - created).to_std().unwrap_or_default();
+                if age >= settings.max_age {
+                    break Err(format!(
+                        "expired: not delivered after {attempts} attempt(s): {}",
+                        e.message
+                    ));
+                }
+                let delay = retry_delay(&settings, i64::from(attempts), attempts, e.retry_after);
+                tracing::warn!(notifier = %name, probe = %probe, kind, attempts,
+                    retry_in_ms = delay.as_millis() as u64, error = %e.message,
+                    "notice (from memory) not delivered; will retry");
+                if let Some(counters) = &settings.counters {
+                    counters.count(&name, NotifyOutcome::Retried);
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    match &outcome {
+        Ok(answer) => tracing::info!(notifier = %name, probe = %probe, kind, attempts,
+            answer = %answer, "notice delivered (from memory)"),
+        Err(error) => tracing::error!(notifier = %name, probe = %probe, kind,
+            error = %error, "notice (from memory) failed; not retrying"),
+    }
+    if let Some(counters) = &settings.counters {
+        let counted = if outcome.is_ok() {
+            NotifyOutcome::Delivered
+        } else {
+            NotifyOutcome::Failed
+        };
+        counters.count(&name, counted);
+    }
+    entry(&mut |u| u.outcome = Some(outcome.clone()));
+    loop {
+        if record_unsaved(&store, &unsaved, key).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Writes the unsaved notice `key` as it stands (delivered, failed, or —
+/// not settled yet — pending) and forgets it; false if the database still
+/// refuses it (or someone else already wrote it).
+async fn record_unsaved(store: &Arc<Mutex<Store>>, unsaved: &Unsaved, key: u64) -> bool {
+    let Some(u) = unsaved
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .cloned()
+    else {
+        return true;
+    };
+    let written = with_store(store, move |s| match &u.outcome {
+        Some(o) => s
+            .record_sent(&u.item, u.created, u.attempts, o, Utc::now())
+            .map(|_| ()),
+        None => s
+            .enqueue(std::slice::from_ref(&u.item), u.created)
+            .map(|_| ()),
+    })
+    .await;
+    if written.is_ok() {
+        unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+    }
+    written.is_ok()
 }
 
 /// Writes an outcome, retrying briefly while the database is locked. If it

@@ -66,6 +66,7 @@ fn needs_save(name: &str, was_quiet: bool, after: Option<&ProbeState>) -> bool {
 #[derive(Debug, Clone)]
 pub struct AlertHandle {
     tx: mpsc::UnboundedSender<ProbeResult>,
+    reconfig: mpsc::UnboundedSender<Arc<Config>>,
 }
 
 impl AlertHandle {
@@ -73,6 +74,12 @@ impl AlertHandle {
     /// at shutdown, after the scheduler stopped).
     pub fn observe(&self, r: ProbeResult) {
         let _ = self.tx.send(r);
+    }
+
+    /// Hands a reloaded configuration to the alerting task (see
+    /// [`Engine::reconfigure`]). Never blocks.
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        let _ = self.reconfig.send(config);
     }
 }
 
@@ -108,8 +115,9 @@ pub async fn spawn_alerting(
     }
     publish_all(&engine, &board);
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(engine, rx, store, outbox, board, shutdown));
-    Ok((AlertHandle { tx }, task))
+    let (reconfig, reconfigs) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(engine, rx, reconfigs, store, outbox, board, shutdown));
+    Ok((AlertHandle { tx, reconfig }, task))
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -119,6 +127,7 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 async fn run(
     mut engine: Engine,
     mut rx: mpsc::UnboundedReceiver<ProbeResult>,
+    mut reconfigs: mpsc::UnboundedReceiver<Arc<Config>>,
     store: Arc<Mutex<Store>>,
     outbox: OutboxHandle,
     board: AlertBoard,
@@ -146,6 +155,12 @@ async fn run(
                 }
                 None => break,
             },
+            Some(config) = reconfigs.recv() => {
+                pending.extend(engine.reconfigure(&config, Utc::now()));
+                save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+                board.retain(|name| engine.state(name).is_some());
+                publish_all(&engine, &board);
+            }
             _ = ticker.tick() => {
                 pending.extend(engine.tick(Utc::now()));
                 let incidents = save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
@@ -185,8 +200,9 @@ fn publish_all(engine: &Engine, board: &AlertBoard) {
 }
 
 /// Saves the dirty states, closed incidents and pending notices; on
-/// failure keeps them to retry with the next tick (nothing is lost while
-/// the process lives). Returns whether an incident or notice was saved
+/// failure keeps the states and incidents to retry with the next tick and
+/// hands the notices to the outbox to send from memory (the disk may be
+/// full; nobody on call should wait for it). Returns whether an incident or notice was saved
 /// (which may have assigned incident ids the board shows).
 async fn save(
     engine: &mut Engine,
@@ -216,22 +232,25 @@ async fn save(
         })
     };
     match job.await {
-        Ok(Ok(ids)) => {
+        Ok(Ok(saved)) => {
             dirty.clear();
-            if !ids.is_empty() {
+            engine.set_incident_ids(&saved.incidents);
+            if !saved.outbox.is_empty() {
                 outbox.wake();
             }
             incidents
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot save alerting state; retrying");
-            *pending = items;
+            // Alerting does not wait for the disk: the notices go out from
+            // memory and are recorded when the database takes writes again.
+            outbox.send_unsaved(items);
             engine.return_closed(closed);
             false
         }
         Err(e) => {
             tracing::error!(error = %e, "alerting save task failed; retrying");
-            *pending = items;
+            outbox.send_unsaved(items);
             engine.return_closed(closed);
             false
         }

@@ -73,6 +73,10 @@ pub struct Incident {
     /// When the last notice about this incident (opened or reminder) was
     /// created; reminders count from here.
     pub last_notice_at: Option<DateTime<Utc>>,
+    /// Why it ended, when not by a recovery: `removed` (the probe left the
+    /// configuration while down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
 }
 
 /// Everything the alerting engine remembers about one probe.
@@ -216,6 +220,7 @@ impl ProbeState {
                         caused_by: None,
                         notified: false,
                         last_notice_at: None,
+                        ended_by: None,
                     }));
                     Transition::Opened
                 }

@@ -5,10 +5,12 @@
 //! people by default (aligned, coloured on a terminal) and JSON with `--json`.
 
 pub mod check;
+pub mod healthcheck;
 pub mod history;
 pub mod notify_test;
 pub mod output;
 pub mod probe;
+pub mod reload;
 pub mod run;
 
 use std::path::PathBuf;
@@ -62,6 +64,9 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Send a test notice through one notifier and report its answer.
     NotifyTest(notify_test::NotifyTestArgs),
+    /// GET a running daemon's /healthz once: exit 0 on a 200, else 1 (for
+    /// container health checks).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// How a command ended, as the process exit status.
@@ -132,5 +137,6 @@ pub fn dispatch(cli: Cli) -> Exit {
         Command::Probe(args) => rt.block_on(probe::run(&cli, args)),
         Command::History(args) => history::run(&cli, args),
         Command::NotifyTest(args) => rt.block_on(notify_test::run(&cli, args)),
+        Command::Healthcheck(args) => healthcheck::run(args),
     }
 }

@@ -1,6 +1,7 @@
 //! `lookout run`: the daemon. Loads the configuration, opens the database,
 //! starts the recorder, the alerting task (with the states the previous
-//! process saved), the outbox, the HTTP server and the scheduler, and on
+//! process saved), the outbox, the HTTP server, the scheduler and the
+//! reload watcher (SIGHUP and file changes, `reload.rs`), and on
 //! SIGTERM or SIGINT stops starting probes, lets running ones finish (each
 //! is bounded by its timeout), saves the alerting state, gives the outbox a
 //! bounded moment, flushes results and exits 0. A second signal exits at
@@ -31,6 +32,7 @@ pub async fn run(cli: &Cli) -> Exit {
         Ok(c) => c,
         Err(e) => return e,
     };
+    crate::limits::warn_if_short(cfg.scheduler.concurrency);
     let db_path = cfg.storage.sqlite.clone();
     let store = match tokio::task::spawn_blocking(move || Store::open(&db_path)).await {
         Ok(Ok(s)) => s,
@@ -111,6 +113,8 @@ pub async fn run(cli: &Cli) -> Exit {
     live.settings = Arc::new(cfg.server.clone());
     live.metrics.set_recorder(recorder.stats());
     live.metrics.set_notifications(notify_counters);
+    live.metrics
+        .config_loaded(chrono::Utc::now().timestamp(), false);
     live.ready.store(true, Ordering::Relaxed);
 
     let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
@@ -141,16 +145,33 @@ pub async fn run(cli: &Cli) -> Exit {
         let alerts = alerts.clone();
         Arc::new(move |r: ProbeResult, meta: RunMeta| {
             log_result(&r, meta);
-            live.record(&r);
-            live.metrics.observe(&r, meta.lag);
+            // A run that finishes after a reload removed its probe is
+            // history (recorded) but no longer shown.
+            if live.metrics.knows(&r.probe) {
+                live.record(&r);
+                live.metrics.observe(&r, meta.lag);
+            }
             alerts.observe(r.clone());
             recorder.record(r);
         })
     };
 
     tokio::spawn(watch_signals(shutdown.clone()));
+    let (reloads, updates) = tokio::sync::mpsc::unbounded_channel();
+    let concurrency = cfg.scheduler.concurrency;
+    tokio::spawn(super::reload::watch(
+        cli.config.clone(),
+        cfg,
+        super::reload::Targets {
+            live: live.clone(),
+            alerts: alerts.clone(),
+            outbox: outbox.clone(),
+            scheduler: reloads,
+        },
+        shutdown.clone(),
+    ));
     crate::probe::prepare(&probes).await;
-    scheduler::run(probes, cfg.scheduler.concurrency, sink, shutdown.clone()).await;
+    scheduler::run_with_updates(probes, concurrency, sink, shutdown.clone(), updates).await;
     shutdown.cancel();
     tracing::info!("probes stopped; flushing results");
 

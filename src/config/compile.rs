@@ -194,18 +194,31 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option
     })
 }
 
+/// `storage.buffer` unset: results held in memory while the database
+/// cannot be written (a few hundred bytes each).
+pub const DEFAULT_BUFFER: usize = 100_000;
+
 fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
     let mut storage = Storage {
         sqlite: base.join("lookout.db"),
         retention_raw: Duration::from_secs(14 * 86400),
         retention_minute_rollups: Duration::from_secs(30 * 86400),
         retention_rollups: Duration::from_secs(400 * 86400),
+        buffer: DEFAULT_BUFFER,
     };
     let Some(node) = top.get("storage") else {
         return Some(storage);
     };
-    let m = cx.map(node, "storage", &["sqlite", "retention"])?;
+    let m = cx.map(node, "storage", &["sqlite", "retention", "buffer"])?;
     let mut ok = true;
+    if let Some(b) = m.u64(cx, "buffer") {
+        if (100..=10_000_000).contains(&b) {
+            storage.buffer = b as usize;
+        } else {
+            m.error_at(cx, "buffer", "must be between 100 and 10000000 results");
+            ok = false;
+        }
+    }
     if let Some(p) = m.get("sqlite") {
         match cx.string(p, "storage.sqlite") {
             Some(s) if !s.trim().is_empty() => storage.sqlite = resolve_path(base, &s),

@@ -59,6 +59,9 @@ pub struct Storage {
     pub retention_minute_rollups: Duration,
     /// How long per-hour rollups are kept.
     pub retention_rollups: Duration,
+    /// Most results held in memory while the database cannot be written
+    /// (disk full, locked); beyond it the oldest are dropped and counted.
+    pub buffer: usize,
 }
 
 #[derive(Clone, PartialEq)]
@@ -140,7 +143,19 @@ pub struct SchedulerSettings {
     pub concurrency: usize,
 }
 
-pub const DEFAULT_CONCURRENCY: usize = 512;
+/// The default bound on runs in flight. It caps descriptors and memory; it
+/// is not a throttle. A hanging run holds its permit for its whole
+/// timeout, and the semaphore is fair, so once more probes hang at once
+/// than there are permits, every other probe (healthy ones too) queues
+/// behind them for up to a timeout per run: with the former 512, 1,000
+/// hanging targets delayed 1 s probes by up to 3.6 s (tests/it/faults.rs).
+/// 4,096 means no fleet of up to 4,096 probes ever waits for a permit, and
+/// with the default 30 s interval and 10 s timeout a fleet of ~12,000
+/// probes that all hang at once has about a third of them in flight. The
+/// price at the bound, all permits held by hanging runs: 4,096 sockets
+/// (the daemon raises its soft open-files limit at start, `limits.rs`)
+/// and ~28 KiB per hanging probe (measured, debug build), about 110 MiB.
+pub const DEFAULT_CONCURRENCY: usize = 4096;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";

@@ -129,6 +129,9 @@ pub fn subject(n: &Notice) -> String {
             }
             s
         }
+        NoticeKind::Resolved if n.state == "removed" => {
+            format!("[Lookout] CLOSED {probe}: removed from the configuration")
+        }
         NoticeKind::Resolved => match n.down_for {
             Some(d) => format!("[Lookout] RESOLVED {probe} after {}", span(d)),
             None => format!("[Lookout] RESOLVED {probe}"),
@@ -150,6 +153,9 @@ pub fn headline(n: &Notice) -> String {
             Some(d) => format!("{p} is still DOWN, for {}", span(d)),
             None => format!("{p} is still DOWN"),
         },
+        NoticeKind::Resolved if n.state == "removed" => {
+            format!("{p} was removed from the configuration while DOWN; its incident is closed")
+        }
         NoticeKind::Resolved => match n.down_for {
             Some(d) => format!("{p} is UP again after {}", span(d)),
             None => format!("{p} is UP again"),
@@ -180,7 +186,7 @@ pub fn facts(n: &Notice) -> Vec<(&'static str, String)> {
     if let Some(d) = n.last_latency {
         out.push(("Last latency", crate::duration::human(d)));
     }
-    if n.kind != NoticeKind::Test {
+    if n.kind != NoticeKind::Test && n.state != "removed" {
         let what = match (n.kind, n.streak) {
             (NoticeKind::Resolved, 1) => "success",
             (NoticeKind::Resolved, _) => "successes",
@@ -434,6 +440,15 @@ mod tests {
             subject(&notice(NoticeKind::Reminder)),
             "[Lookout] STILL DOWN checkout-api for 12m: connect"
         );
+        // A removed probe's incident, closed by a reload: not "up again".
+        let mut removed = notice(NoticeKind::Resolved);
+        removed.state = "removed".into();
+        assert_eq!(
+            subject(&removed),
+            "[Lookout] CLOSED checkout-api: removed from the configuration"
+        );
+        assert!(headline(&removed).contains("removed from the configuration while DOWN"));
+        assert!(!facts(&removed).iter().any(|(k, _)| *k == "Streak"));
     }
 
     #[test]

@@ -304,11 +304,13 @@ fn decode_cursor(tag: char, v: &str) -> Result<(i64, i64), ApiError> {
 }
 
 /// The probe named in the path, if configured.
-fn find(s: &LiveState, name: Result<Path<String>, PathRejection>) -> Result<&ProbeInfo, ApiError> {
+fn find(s: &LiveState, name: Result<Path<String>, PathRejection>) -> Result<ProbeInfo, ApiError> {
     let Path(name) = name.map_err(|e| ApiError::bad(format!("bad probe name in the path: {e}")))?;
     s.probes
+        .load()
         .iter()
         .find(|p| p.name == name)
+        .cloned()
         .ok_or_else(|| ApiError::no_probe(&name))
 }
 
@@ -546,6 +548,8 @@ struct IncidentView {
     /// Until it ended, or until now while open.
     duration_ms: f64,
     caused_by: Option<String>,
+    /// `removed` when a reload removed the probe while it was down.
+    ended_by: Option<String>,
     first_failure: Option<FailureView>,
     last_failure: Option<FailureView>,
     streak: u32,
@@ -567,6 +571,7 @@ impl IncidentView {
             ended_at: i.ended_at.map(ts),
             duration_ms: ms((end - i.started_at).to_std().unwrap_or_default()),
             caused_by: i.caused_by.clone(),
+            ended_by: i.ended_by.clone(),
             first_failure: FailureView::stored(&i.first_class, &i.first_message),
             last_failure: FailureView::stored(&i.last_class, &i.last_message),
             streak: i.streak,
@@ -642,8 +647,8 @@ async fn list(State(s): State<LiveState>, RawQuery(q): RawQuery) -> ApiResult {
         .collect::<Result<Vec<_>, _>>()?;
     let state = p.one("state").map(parse_state).transpose()?;
     let board = s.alerts.snapshot();
-    let chosen: Vec<&ProbeInfo> = s
-        .probes
+    let probes = s.probes.load();
+    let chosen: Vec<&ProbeInfo> = probes
         .iter()
         .filter(|i| {
             labels
@@ -677,7 +682,7 @@ async fn detail(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     Params::parse(q.as_deref(), &[], &[])?;
-    let info = find(&s, name)?;
+    let info = &find(&s, name)?;
     let (last, day) = last_and_day(&s, vec![info.name.clone()]).await?;
     let alert = s.alerts.get(&info.name);
     let now = Utc::now();
@@ -769,7 +774,7 @@ async fn results(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let p = Params::parse(q.as_deref(), &["limit", "since", "until", "before"], &[])?;
-    let info = find(&s, name)?;
+    let info = &find(&s, name)?;
     let limit = parse_limit(p.one("limit"))?;
     let (since, until) = time_range(&p)?;
     let before = p
@@ -884,7 +889,7 @@ async fn stats(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let p = Params::parse(q.as_deref(), &["window", "since", "until", "step"], &[])?;
-    let info = find(&s, name)?;
+    let info = &find(&s, name)?;
     let (since, until) = stats_window(&p, Utc::now())?;
     let step = p
         .one("step")
@@ -927,7 +932,7 @@ struct IncidentsPage {
 async fn incidents(State(s): State<LiveState>, RawQuery(q): RawQuery) -> ApiResult {
     let p = Params::parse(q.as_deref(), &["probe", "state", "limit", "before"], &[])?;
     let probe = match p.one("probe") {
-        Some(n) if s.probes.iter().any(|i| i.name == n) => Some(n.to_string()),
+        Some(n) if s.probes.load().iter().any(|i| i.name == n) => Some(n.to_string()),
         Some(n) => return Err(ApiError::no_probe(n)),
         None => None,
     };

@@ -113,7 +113,7 @@ async fn badge(
                 .into_response()
         }
     };
-    if !s.probes.iter().any(|p| p.name == name) {
+    if !s.probes.load().iter().any(|p| p.name == name) {
         let svg = render(label.as_deref().unwrap_or(name), "unknown probe", "#6e7781");
         return svg_response(StatusCode::NOT_FOUND, &svg);
     }

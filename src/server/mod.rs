@@ -41,10 +41,14 @@ use crate::result::ProbeResult;
 /// (writer) and the server (reader).
 #[derive(Clone, Default)]
 pub struct LiveState {
-    pub probes: Arc<Vec<ProbeInfo>>,
+    /// The configured probes; replaced as a whole by a reload.
+    pub probes: ProbeSet,
     pub latest: Arc<RwLock<HashMap<String, ProbeResult>>>,
     /// Configuration loaded and database writable.
     pub ready: Arc<AtomicBool>,
+    /// Why the last configuration reload was refused, while it stays
+    /// refused (shown by `/readyz`; the previous configuration runs on).
+    pub reload_error: Arc<std::sync::Mutex<Option<String>>>,
     /// Lookout's own metrics, fed by the sink.
     pub metrics: Arc<Registry>,
     /// Alerting state per probe, published by the alerting task.
@@ -53,6 +57,27 @@ pub struct LiveState {
     pub history: Option<History>,
     /// What the server needs of the configuration: auth, public URL.
     pub settings: Arc<crate::config::Server>,
+}
+
+/// The configured probes' descriptions, shared by every handler and
+/// swapped as a whole by a configuration reload. Readers take a snapshot
+/// ([`ProbeSet::load`]) and keep it for the request.
+#[derive(Clone, Default)]
+pub struct ProbeSet(Arc<RwLock<Arc<Vec<ProbeInfo>>>>);
+
+impl ProbeSet {
+    pub fn new(infos: Vec<ProbeInfo>) -> ProbeSet {
+        ProbeSet(Arc::new(RwLock::new(Arc::new(infos))))
+    }
+
+    /// The probes as of now.
+    pub fn load(&self) -> Arc<Vec<ProbeInfo>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn store(&self, infos: Vec<ProbeInfo>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(infos);
+    }
 }
 
 /// A probe's static description, safe to show (targets are redacted).
@@ -82,13 +107,29 @@ impl LiveState {
         let infos: Vec<ProbeInfo> = probes.iter().map(|p| ProbeInfo::of(p)).collect();
         LiveState {
             metrics: Arc::new(Registry::new(&infos)),
-            probes: Arc::new(infos),
+            probes: ProbeSet::new(infos),
             latest: Arc::default(),
             ready: Arc::default(),
+            reload_error: Arc::default(),
             alerts: AlertBoard::default(),
             history: None,
             settings: Arc::default(),
         }
+    }
+
+    /// Takes a reloaded configuration's probes: the pages, API and metrics
+    /// show the new set, and removed probes' latest results are dropped.
+    pub fn reconfigure(&self, probes: &[Arc<ProbeSpec>]) {
+        let infos: Vec<ProbeInfo> = probes.iter().map(|p| ProbeInfo::of(p)).collect();
+        self.metrics.set_probes(&infos);
+        let names: std::collections::HashSet<&str> =
+            infos.iter().map(|i| i.name.as_str()).collect();
+        self.latest
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, _| names.contains(name.as_str()));
+        drop(names);
+        self.probes.store(infos);
     }
 
     /// Makes `r` its probe's latest result. The copy is made and the
@@ -132,7 +173,19 @@ pub fn router(state: LiveState) -> Router {
 
 async fn readyz(State(s): State<LiveState>) -> Response {
     if s.ready.load(Ordering::Relaxed) {
-        "ready\n".into_response()
+        let refused = s
+            .reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match refused {
+            // Still ready: the previous configuration keeps probing.
+            Some(e) => format!(
+                "ready; configuration reload refused, running the previous configuration: {e}\n"
+            )
+            .into_response(),
+            None => "ready\n".into_response(),
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -153,8 +206,9 @@ async fn metrics_text(State(s): State<LiveState>) -> Response {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let probes = s.probes.load();
         let scrape = metrics::Scrape {
-            probes: &s.probes,
+            probes: &probes,
             latest: &latest,
             alerts: &alerts,
             incidents_open: s.alerts.open_incidents(),
@@ -302,7 +356,7 @@ mod tests {
         ];
         let registry = Arc::new(Registry::new(&probes));
         let state = LiveState {
-            probes: Arc::new(probes),
+            probes: ProbeSet::new(probes),
             metrics: registry.clone(),
             ..LiveState::default()
         };

@@ -5,7 +5,6 @@
 //! a page of 1,000 probes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -75,7 +74,7 @@ fn state(dir: &TempDir, probes: Vec<ProbeInfo>, results: &[ProbeResult]) -> Live
         writer.insert_batch(chunk).unwrap();
     }
     let s = LiveState {
-        probes: Arc::new(probes),
+        probes: crate::server::ProbeSet::new(probes),
         history: Some(History::new(Store::open(&path).unwrap())),
         ..LiveState::default()
     };
@@ -411,7 +410,8 @@ async fn thousand_probes_page_time() {
     let warm = t.elapsed();
     let filters = super::Filters::default();
     let t = Instant::now();
-    let data = super::gather(&s, &filters).await;
+    let probes = s.probes.load();
+    let data = super::gather(&s, &probes, &filters).await;
     let gathered = t.elapsed();
     let t = Instant::now();
     let body = super::page_body(&data);

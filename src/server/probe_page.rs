@@ -44,7 +44,8 @@ struct Past {
 
 /// The page of probe `name`; `None` when no probe has that name.
 pub async fn render(s: &LiveState, name: &str) -> Option<String> {
-    let info = s.probes.iter().find(|p| p.name == name)?;
+    let probes = s.probes.load();
+    let info = probes.iter().find(|p| p.name == name)?;
     let now = Utc::now();
     let step = TimeDelta::minutes(STEP_MINUTES);
     let until = now.duration_trunc(step).map_or(now, |t| t + step);

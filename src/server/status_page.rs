@@ -70,19 +70,24 @@ pub struct PageData<'a> {
 
 /// The whole page for `filters`.
 pub async fn render(s: &LiveState, filters: &Filters) -> String {
-    let data = gather(s, filters).await;
+    let probes = s.probes.load();
+    let data = gather(s, &probes, filters).await;
     pages::page("Lookout status", &page_body(&data), data.now)
 }
 
 /// Collects what the page shows.
-pub async fn gather<'a>(s: &'a LiveState, filters: &'a Filters) -> PageData<'a> {
+pub async fn gather<'a>(
+    s: &'a LiveState,
+    probes: &'a [ProbeInfo],
+    filters: &'a Filters,
+) -> PageData<'a> {
     let now = Utc::now();
     let board = s.alerts.snapshot();
     let mut counts = [0usize; 5];
     let mut cards = Vec::new();
     {
         let latest = s.latest.read().unwrap_or_else(PoisonError::into_inner);
-        for info in s.probes.iter() {
+        for info in probes.iter() {
             let view = board.get(&info.name).cloned();
             let state = pages::state_of(view.as_ref());
             if let Some(i) = STATES.iter().position(|x| *x == state) {
@@ -100,8 +105,7 @@ pub async fn gather<'a>(s: &'a LiveState, filters: &'a Filters) -> PageData<'a> 
             }
         }
     }
-    let label_keys = s
-        .probes
+    let label_keys = probes
         .iter()
         .flat_map(|p| p.labels.keys().map(String::as_str))
         .collect();
@@ -195,8 +199,9 @@ async fn summaries(
     let mut missing = Vec::new();
     {
         let mut c = cache().lock().unwrap_or_else(PoisonError::into_inner);
-        if c.owner.as_ptr() != Arc::as_ptr(&s.probes) {
-            c.owner = Arc::downgrade(&s.probes);
+        let probes = s.probes.load();
+        if c.owner.as_ptr() != Arc::as_ptr(&probes) {
+            c.owner = Arc::downgrade(&probes);
             c.entries.clear();
         }
         for card in cards {

@@ -15,6 +15,14 @@ use super::{Store, StoreError};
 use crate::alert::{Incident, Outgoing, ProbeState};
 use crate::notify::NoticeKind;
 
+/// What [`Store::save_alert`] wrote: the outbox rows' ids, and each saved
+/// incident's `(probe, started_at, id)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SavedAlert {
+    pub outbox: Vec<i64>,
+    pub incidents: Vec<(String, DateTime<Utc>, i64)>,
+}
+
 /// One incident as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredIncident {
@@ -29,6 +37,8 @@ pub struct StoredIncident {
     pub last_class: Option<String>,
     pub last_message: Option<String>,
     pub streak: u32,
+    /// Why it ended when not by a recovery: `removed` (by a reload).
+    pub ended_by: Option<String>,
 }
 
 impl Store {
@@ -55,22 +65,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves, in one transaction: `states` (upserted), the open incidents
-    /// they hold and the `closed` incidents (upserted by probe and start),
-    /// and `items` as pending outbox rows. Returns the outbox row ids.
+    /// Saves, in one transaction: the open incidents `states` hold and the
+    /// `closed` incidents (upserted by probe and start), then `states`
+    /// (upserted) and `items` as pending outbox rows, each carrying its
+    /// incident's id (known only once the incident row exists). Returns
+    /// the outbox row ids and every incident's id, for the engine.
     pub fn save_alert(
         &mut self,
         states: &[(String, ProbeState)],
         closed: &[(String, Incident)],
         items: &[Outgoing],
         now: DateTime<Utc>,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<SavedAlert, StoreError> {
         let path = self.path.clone();
         let sql = |e| StoreError::sqlite(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
+        let mut incidents: Vec<(String, DateTime<Utc>, i64)> = Vec::new();
+        let mut states = states.to_vec();
+        for (probe, state) in &mut states {
+            if let Some(inc) = state.incident.as_deref_mut() {
+                let id = upsert_incident(&tx, probe, inc).map_err(sql)?;
+                inc.id = Some(id);
+                incidents.push((probe.clone(), inc.started_at, id));
+            }
+        }
+        for (probe, inc) in closed {
+            let id = upsert_incident(&tx, probe, inc).map_err(sql)?;
+            incidents.push((probe.clone(), inc.started_at, id));
+        }
         {
             let mut put = tx
                 .prepare_cached(
@@ -79,7 +104,7 @@ impl Store {
                      updated_at = excluded.updated_at",
                 )
                 .map_err(sql)?;
-            for (probe, state) in states {
+            for (probe, state) in &states {
                 let json = serde_json::to_string(state).map_err(|e| StoreError::Sqlite {
                     path: path.clone(),
                     error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
@@ -88,17 +113,21 @@ impl Store {
                     .map_err(sql)?;
             }
         }
-        for (probe, state) in states {
-            if let Some(inc) = &state.incident {
-                upsert_incident(&tx, probe, inc).map_err(sql)?;
+        // A notice made before its incident was first stored has no id yet:
+        // it is the latest incident of its probe saved here.
+        let mut items = items.to_vec();
+        for item in &mut items {
+            if item.notice.incident.is_none() {
+                item.notice.incident = incidents
+                    .iter()
+                    .rev()
+                    .find(|(p, _, _)| *p == item.notice.probe)
+                    .map(|(_, _, id)| *id);
             }
         }
-        for (probe, inc) in closed {
-            upsert_incident(&tx, probe, inc).map_err(sql)?;
-        }
-        let ids = insert_outbox(&tx, items, now).map_err(sql)?;
+        let outbox = insert_outbox(&tx, &items, now).map_err(sql)?;
         tx.commit().map_err(sql)?;
-        Ok(ids)
+        Ok(SavedAlert { outbox, incidents })
     }
 
     /// The most recent incidents, newest first; of one probe when given.
@@ -111,7 +140,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
-                 first_message, last_class, last_message, streak FROM incidents \
+                 first_message, last_class, last_message, streak, ended_by FROM incidents \
                  WHERE ?1 IS NULL OR probe = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
@@ -144,7 +173,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
-                 first_message, last_class, last_message, streak FROM incidents \
+                 first_message, last_class, last_message, streak, ended_by FROM incidents \
                  WHERE (?1 IS NULL OR probe = ?1) \
                  AND (?2 IS NULL OR (ended_at IS NULL) = ?2) \
                  AND (started_at < ?3 OR (started_at = ?3 AND id < ?4)) \
@@ -173,33 +202,38 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIncident> {
         last_class: r.get(8)?,
         last_message: r.get(9)?,
         streak: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+        ended_by: r.get(11)?,
     })
 }
 
-fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlite::Result<()> {
+fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlite::Result<i64> {
     let class = |f: &Option<crate::result::Failure>| f.as_ref().map(|f| f.class.as_str());
     let message = |f: &Option<crate::result::Failure>| f.as_ref().map(|f| f.message.clone());
     tx.prepare_cached(
         "INSERT INTO incidents (probe, started_at, opened_at, ended_at, caused_by, first_class, \
-         first_message, last_class, last_message, streak) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         first_message, last_class, last_message, streak, ended_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
          ON CONFLICT(probe, started_at) DO UPDATE SET ended_at = excluded.ended_at, \
          caused_by = excluded.caused_by, last_class = excluded.last_class, \
-         last_message = excluded.last_message, streak = excluded.streak",
+         last_message = excluded.last_message, streak = excluded.streak, \
+         ended_by = excluded.ended_by RETURNING id",
     )?
-    .execute(params![
-        probe,
-        inc.started_at.timestamp_millis(),
-        inc.opened_at.timestamp_millis(),
-        inc.ended_at.map(|t| t.timestamp_millis()),
-        inc.caused_by,
-        class(&inc.first_failure),
-        message(&inc.first_failure),
-        class(&inc.last_failure),
-        message(&inc.last_failure),
-        i64::from(inc.streak),
-    ])?;
-    Ok(())
+    .query_row(
+        params![
+            probe,
+            inc.started_at.timestamp_millis(),
+            inc.opened_at.timestamp_millis(),
+            inc.ended_at.map(|t| t.timestamp_millis()),
+            inc.caused_by,
+            class(&inc.first_failure),
+            message(&inc.first_failure),
+            class(&inc.last_failure),
+            message(&inc.last_failure),
+            i64::from(inc.streak),
+            inc.ended_by,
+        ],
+        |r| r.get(0),
+    )
 }
 
 /// Inserts `items` as pending outbox rows due at `now` inside `tx`.

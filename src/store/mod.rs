@@ -54,6 +54,32 @@ pub use recorder::{
 };
 pub use rollup::{Counts, SeriesPoint};
 
+/// How a notice kind is written in the outbox (`opened`, `resolved`...).
+pub fn outbox_kind(kind: crate::notify::NoticeKind) -> &'static str {
+    alert_state::kind_str(kind)
+}
+
+/// Why SQLite could not open `path`, in words a person can act on.
+fn unwritable_why(path: &Path, e: &rusqlite::Error) -> String {
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if path.is_dir() {
+        return "it is a folder".into();
+    }
+    // A probe write in the folder tells read-only file systems and
+    // permissions apart from SQLite's generic "unable to open".
+    let probe = folder.join(format!(".lookout-write-test-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            format!("{e}")
+        }
+        Err(io) => format!("its folder {} is not writable ({io})", folder.display()),
+    }
+}
+
 /// How long SQLite waits for a lock before reporting the database busy.
 /// Short on purpose: the recorder retries with backoff and keeps results in
 /// memory meanwhile, which is better than a blocking thread parked here.
@@ -87,6 +113,9 @@ pub enum StoreError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// The file cannot be created or opened for writing where it is.
+    #[error("history database {path} cannot be opened for writing: {why}")]
+    Unwritable { path: PathBuf, why: String },
     /// SQLite reported an error: locked, disk full, read-only, I/O error.
     #[error("history database {path}: {error}")]
     Sqlite {
@@ -113,7 +142,8 @@ impl StoreError {
             StoreError::Corrupt { path, .. }
             | StoreError::Io { path, .. }
             | StoreError::Sqlite { path, .. }
-            | StoreError::TooNew { path, .. } => path,
+            | StoreError::TooNew { path, .. }
+            | StoreError::Unwritable { path, .. } => path,
         }
     }
 
@@ -226,13 +256,26 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|error| StoreError::Io {
-                path: path.clone(),
-                error,
-            })?;
+            if let Err(error) = std::fs::create_dir_all(parent) {
+                let why = match parent.metadata() {
+                    Ok(m) if !m.is_dir() => {
+                        format!("{} is a file, not a folder", parent.display())
+                    }
+                    _ => format!("cannot create the folder {}: {error}", parent.display()),
+                };
+                return Err(StoreError::Unwritable { path, why });
+            }
         }
         let sql = |e| StoreError::sqlite(&path, e);
-        let mut conn = Connection::open(&path).map_err(sql)?;
+        let mut conn = match Connection::open(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(StoreError::Unwritable {
+                    why: unwritable_why(&path, &e),
+                    path,
+                })
+            }
+        };
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
 
         // Check before changing anything: SQLite opens any file lazily, and

@@ -109,6 +109,57 @@ impl Store {
         Ok(ids)
     }
 
+    /// Records a notice that was sent while the database could not be
+    /// written (see `OutboxHandle::send_unsaved`): one row, already
+    /// delivered (`Ok(answer)`) or failed (`Err(error)`), so the outbox
+    /// history shows it and nothing sends it again.
+    pub fn record_sent(
+        &mut self,
+        item: &Outgoing,
+        created: DateTime<Utc>,
+        attempts: u32,
+        outcome: &Result<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let payload = serde_json::to_string(&item.notice).map_err(|e| {
+            StoreError::sqlite(
+                &self.path,
+                rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            )
+        })?;
+        let (status, error, delivered_at, answer) = match outcome {
+            Ok(answer) => (
+                "delivered",
+                None,
+                Some(now.timestamp_millis()),
+                Some(answer),
+            ),
+            Err(e) => ("failed", Some(e), None, None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox (notifier, probe, kind, payload, created_at, \
+                 next_attempt_at, attempts, status, last_error, delivered_at, answer) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    item.notifier,
+                    item.notice.probe,
+                    super::alert_state::kind_str(item.notice.kind),
+                    payload,
+                    created.timestamp_millis(),
+                    i64::from(attempts),
+                    status,
+                    error,
+                    delivered_at,
+                    answer
+                ])
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
     fn outbox_rows(
         &self,
         sql: &str,

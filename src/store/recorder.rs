@@ -94,6 +94,7 @@ impl From<&Storage> for RecorderSettings {
         RecorderSettings {
             retention_minute_rollups: storage.retention_minute_rollups,
             retention_rollups: storage.retention_rollups,
+            max_buffered: storage.buffer,
             ..RecorderSettings::new(storage.retention_raw)
         }
     }

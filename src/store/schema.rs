@@ -131,6 +131,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         SELECT 'backfill_until_id', coalesce(max(id), 0) FROM results;
     INSERT INTO rollup_meta (key, value) VALUES ('backfill_done_id', 0), ('minute_floor_ms', 0);
     "#,
+    // v5: why an incident ended. NULL: the probe recovered; 'removed': the
+    // probe was removed from the configuration by a reload while down.
+    r#"
+    ALTER TABLE incidents ADD COLUMN ended_by TEXT;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

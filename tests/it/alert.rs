@@ -398,14 +398,56 @@ fn alert_results_of_unknown_probes_are_ignored() {
     assert!(e.state("nope").is_none());
 }
 
+/// A reload keeps every remaining probe's state (the open incident is not
+/// reopened or announced again), starts added probes pending, and closes a
+/// removed probe's incident as `removed` with one notice to the notifiers
+/// that heard it open; an incident nobody was told about closes silently.
+#[test]
+fn alert_reconfigure_keeps_states_and_closes_removed_incidents() {
+    let v1 = format!(
+        "{WEB}  - name: db\n    tcp: {{host: db.internal, port: 5432}}\n    alert: {{after: 1, notify: [ops]}}\n  - name: quiet\n    tcp: {{host: q.internal, port: 1}}\n    alert: false\n"
+    );
+    let mut e = engine(&v1);
+    for s in 0..3 {
+        feed(&mut e, "web", t(s), false);
+    }
+    assert_eq!(
+        summary(&feed(&mut e, "db", t(3), false)),
+        [s("db", "ops", NoticeKind::Opened)]
+    );
+    for s in 0..3 {
+        feed(&mut e, "quiet", t(s), false);
+    }
+    assert_eq!(e.state("quiet").map(|s| s.status), Some(Status::Down));
+
+    // v2: `web` kept (with a new port), `db` and `quiet` removed, `new` added.
+    let v2 = "probes:\n  - name: web\n    tcp: {host: web.internal, port: 8443}\n    labels: {team: frontend}\n    alert: {after: 3, recover_after: 2, remind: 1h, notify: [ops, pager]}\n  - name: new\n    tcp: {host: n.internal, port: 1}\n";
+    let out = e.reconfigure(&config(v2), t(10));
+    assert_eq!(summary(&out), [s("db", "ops", NoticeKind::Resolved)]);
+    assert_eq!(out[0].notice.state, "removed");
+    let closed = e.take_closed();
+    let mut names: Vec<&str> = closed.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["db", "quiet"]);
+    for (_, inc) in &closed {
+        assert_eq!(inc.ended_by.as_deref(), Some("removed"));
+        assert_eq!(inc.ended_at, Some(t(10)));
+    }
+    // `web` is still down with its incident; one more failure changes nothing.
+    let web = e.state("web").expect("web kept");
+    assert_eq!(web.status, Status::Down);
+    assert!(web.incident.as_ref().is_some_and(|i| i.notified));
+    assert!(feed(&mut e, "web", t(11), false).is_empty());
+    assert_eq!(e.state("new").map(|s| s.status), Some(Status::Pending));
+    assert!(e.state("db").is_none());
+}
+
 // ---- End to end through `lookout run` ----
 
 mod daemon {
     use std::path::{Path, PathBuf};
-    use std::process::Stdio;
     use std::time::Duration;
 
-    use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::process::Child;
     use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -435,27 +477,8 @@ mod daemon {
 
     /// Starts `lookout run`; its log lines arrive on the receiver.
     pub fn start(cfg: &Path) -> (Child, UnboundedReceiver<String>) {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
-            .env_remove("LOOKOUT_CONFIG")
-            .env("NO_COLOR", "1")
-            .args(["run", "-c"])
-            .arg(cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start lookout run");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        (child, rx)
+        let d = crate::harness::daemon::Daemon::start(cfg, 0);
+        (d.child, d.log)
     }
 
     /// Waits until the receiver has seen `n` requests.
@@ -561,6 +584,10 @@ async fn run_notifies_once_and_survives_sigkill_without_repeating() {
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert!(incidents[0].ended_at.is_some(), "{incidents:?}");
     assert_eq!(incidents[0].first_class.as_deref(), Some("connect"));
+    // Both notices name the incident (emails thread on it), across the
+    // restart too.
+    assert_eq!(opened.incident, Some(incidents[0].id));
+    assert_eq!(resolved.incident, Some(incidents[0].id));
 }
 
 /// A notice the receiver refused (500) is still queued when the daemon is

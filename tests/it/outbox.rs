@@ -373,7 +373,7 @@ fn a_version_1_database_migrates_to_the_outbox() {
         .unwrap();
     }
     let mut store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.schema_version().unwrap(), 5);
     let ids = store
         .enqueue(
             &[outgoing("hook", "a"), outgoing("mail", "b")],

@@ -238,3 +238,90 @@ async fn shutdown_lets_running_probes_finish() {
     let (r, _) = rx.try_recv().expect("the in-flight run was recorded");
     assert_eq!(r.class(), Some(FailureClass::Timeout));
 }
+
+/// A reload hands the scheduler a new probe set: the unchanged probe keeps
+/// its task (its due times stay on the grid it started on), the changed one
+/// runs with its new interval, the added one starts and the removed one
+/// stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_keep_unchanged_probes_on_their_grid_and_start_stop_the_rest() {
+    let (port, task) = quick_server().await;
+    let probe = |name: &str, every: &str| {
+        format!("  - name: {name}\n    tcp: {{ host: 127.0.0.1, port: {port} }}\n    interval: {every}\n    timeout: 150ms\n")
+    };
+    let first = probes_from_yaml(&format!(
+        "probes:\n{}{}{}",
+        probe("keep", "200ms"),
+        probe("change", "200ms"),
+        probe("drop", "200ms")
+    ));
+    let second = probes_from_yaml(&format!(
+        "probes:\n{}{}{}",
+        probe("add", "200ms"),
+        probe("change", "300ms"),
+        probe("keep", "200ms")
+    ));
+    let (sink, mut rx) = channel_sink();
+    let stop = CancellationToken::new();
+    let (tx, updates) = mpsc::unbounded_channel();
+    let sched = tokio::spawn(scheduler::run_with_updates(
+        first.into_iter().map(Arc::new).collect(),
+        8,
+        sink,
+        stop.clone(),
+        updates,
+    ));
+    let mut before: Vec<(String, tokio::time::Instant)> = Vec::new();
+    while before.iter().filter(|(n, _)| n == "keep").count() < 4 {
+        let (r, m) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("results before the update")
+            .expect("sink open");
+        before.push((r.probe, m.due));
+    }
+    let updated_at = tokio::time::Instant::now();
+    tx.send(second.into_iter().map(Arc::new).collect())
+        .expect("scheduler takes updates");
+    let mut after: Vec<(String, tokio::time::Instant)> = Vec::new();
+    let until = updated_at + Duration::from_millis(1500);
+    while let Ok(Some((r, m))) = tokio::time::timeout_at(until, rx.recv()).await {
+        after.push((r.probe, m.due));
+    }
+    stop.cancel();
+    sched.await.expect("scheduler ends");
+    task.abort();
+
+    let dues = |v: &[(String, tokio::time::Instant)], name: &str| -> Vec<tokio::time::Instant> {
+        v.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, d)| *d)
+            .collect()
+    };
+    // `keep`: every due time, before and after, on one 200 ms grid.
+    let keep: Vec<_> = dues(&before, "keep")
+        .into_iter()
+        .chain(dues(&after, "keep"))
+        .collect();
+    assert!(keep.len() >= 9, "keep ran {} times", keep.len());
+    for d in &keep {
+        let since = d.duration_since(keep[0]).as_nanos();
+        assert_eq!(
+            since % Duration::from_millis(200).as_nanos(),
+            0,
+            "keep left its grid: {since} ns after its first run"
+        );
+    }
+    // `add` started; `drop` stopped (a run in flight at the update may
+    // still finish, none is due after it).
+    assert!(dues(&after, "add").len() >= 3, "{after:?}");
+    assert!(
+        dues(&after, "drop").iter().all(|d| *d <= updated_at),
+        "drop ran after it was removed: {after:?}"
+    );
+    // `change` runs every 300 ms now.
+    let change = dues(&after, "change");
+    assert!(change.len() >= 3, "{change:?}");
+    for w in change.windows(2).skip(1) {
+        assert_eq!(w[1] - w[0], Duration::from_millis(300), "{change:?}");
+    }
+}

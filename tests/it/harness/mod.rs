@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod daemon;
 pub mod dns_server;
 pub mod mysql_server;
 pub mod postgres_server;
@@ -12,6 +13,7 @@ pub mod process;
 pub mod prometheus;
 pub mod recorder;
 pub mod redis_server;
+pub mod run_child;
 pub mod smtp_server;
 pub mod targets;
 
