@@ -257,3 +257,106 @@ fn secrets_never_reach_output_logs_or_the_database() {
         assert!(!in_db(&db) && !in_db(&wal), "secret in the database");
     }
 }
+
+/// `--log-format json` with `LOOKOUT_LOG=warn`: every log line is one JSON
+/// object with level, message and fields, and nothing below warn is
+/// written. A first SIGTERM waits for a run in flight (here one whose
+/// target never answers, timeout 20 s); a second exits at once, with
+/// status 1.
+#[test]
+fn json_logs_at_the_chosen_level_and_a_second_signal_exits_at_once() {
+    use std::io::BufRead;
+    // Accepts connections and never answers; tells when one arrives.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_port = hang.local_addr().expect("addr").port();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hang.incoming().map_while(Result::ok) {
+            held.push(s);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_port();
+    let down = free_port(); // nothing listens: connection refused
+    let config = dir.path().join("lookout.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: \"127.0.0.1:{listen}\" }}\nprobes:\n  - name: hangs\n    http: {{ url: \"http://127.0.0.1:{hang_port}/\" }}\n    interval: 30s\n    timeout: 20s\n  - name: refused\n    tcp: {{ host: 127.0.0.1, port: {down} }}\n    interval: 200ms\n    timeout: 200ms\n"
+        ),
+    )
+    .expect("write config");
+    let mut child = lookout()
+        .env("LOOKOUT_LOG", "warn")
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start lookout run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, log) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    accepted
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the hanging run started");
+    // Three failed runs of `refused`, as JSON at warn.
+    let mut seen = Vec::new();
+    while seen
+        .iter()
+        .filter(|v: &&serde_json::Value| v["probe"] == "refused")
+        .count()
+        < 3
+    {
+        let line = log
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no failed runs logged; saw {seen:?}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["timestamp"].is_string(), "{line}");
+        assert!(v["level"] == "WARN" || v["level"] == "ERROR", "{line}");
+        seen.push(v);
+    }
+    let failed = seen.iter().find(|v| v["probe"] == "refused").expect("one");
+    assert_eq!(failed["message"], "result");
+    assert_eq!(failed["ok"], false);
+    assert_eq!(failed["class"], "connect");
+
+    let pid = child.id().to_string();
+    let term = || {
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+    };
+    assert!(term().success());
+    // The first signal waits for the hanging run...
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "exited before the run finished"
+    );
+    // ...the second does not.
+    let second = Instant::now();
+    assert!(term().success());
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(3),
+            "a second SIGTERM did not exit at once"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(exit.code(), Some(1));
+}

@@ -1,6 +1,6 @@
 //! Integration tests: the history database misbehaves. Its disk fills up
-//! under a running daemon (a 4 MB tmpfs, filled with a file) and empties
-//! again: Lookout must keep probing and alerting, hold results in memory,
+//! under a running daemon (a 4 MB tmpfs, filled with a file) for a minute
+//! and empties again: Lookout must keep probing and alerting, hold results in memory,
 //! write them when space returns, and send each notice once. A corrupt or
 //! unwritable database is refused at start with a message naming the file
 //! and what is wrong with it.
@@ -63,6 +63,17 @@ impl Drop for SmallDisk {
             .arg(&self.dir)
             .status();
     }
+}
+
+/// How long the disk stays full.
+const FULL_FOR: Duration = Duration::from_secs(60);
+
+/// `lookout_results_total` summed over its labels: runs finished.
+fn runs_total(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("lookout_results_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -136,8 +147,7 @@ async fn a_full_disk_delays_results_but_no_probe_and_no_notice() {
         v > errors0
     })
     .await;
-    let buffered = wait_metric(&d, "lookout_results_buffered", "> 100", |v| v > 100.0).await;
-    assert!(buffered > 100.0);
+    wait_metric(&d, "lookout_results_buffered", "> 100", |v| v > 100.0).await;
     d.log_line(&["cannot write"], 10).await;
 
     // The target goes down meanwhile: the incident is announced all the
@@ -147,7 +157,26 @@ async fn a_full_disk_delays_results_but_no_probe_and_no_notice() {
     assert_eq!(opened[0].probe, "svc");
     assert_eq!(opened[0].kind, lookout::notify::NoticeKind::Opened);
     assert!(d.get("/healthz").contains("ok"));
-    assert!(metric(&d.get("/metrics"), "lookout_results_buffered") > 0.0);
+
+    // A minute of full disk: every second more runs finish (probing goes
+    // on at its pace), results wait in memory, the daemon keeps answering.
+    let full_until = Instant::now() + FULL_FOR;
+    let mut runs = runs_total(&d.get("/metrics"));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while Instant::now() < full_until {
+        tick.tick().await;
+        let now = runs_total(&d.get("/metrics"));
+        // 11 probes every 200 ms: ~55 runs a second.
+        assert!(now >= runs + 20.0, "runs {runs} -> {now} in a second");
+        assert!(d.get("/healthz").contains("ok"));
+        runs = now;
+    }
+    let buffered = metric(&d.get("/metrics"), "lookout_results_buffered");
+    assert!(
+        buffered > 1000.0,
+        "{buffered} results waiting after a minute"
+    );
 
     // Space returns: everything buffered is written, nothing dropped, and
     // the notice is not sent a second time.
