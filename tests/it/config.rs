@@ -304,3 +304,30 @@ fn outbox_settings_are_read_and_checked() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// `storage.buffer` bounds the results held while the database cannot be
+/// written: a number in range is taken, anything else is an error naming
+/// the line and key.
+#[test]
+fn storage_buffer_is_checked() {
+    use lookout::config::{load_str, read::Cx};
+    let load = |v: &str| {
+        load_str(
+            "lookout.yaml",
+            &format!("storage:\n  buffer: {v}\nprobes: []\n"),
+            Cx::new(Box::new(|_| None)),
+        )
+    };
+    let (cfg, _) = load("5000").unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(cfg.storage.buffer, 5000);
+    let (cfg, _) = load_str("lookout.yaml", "probes: []\n", Cx::new(Box::new(|_| None)))
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(cfg.storage.buffer, lookout::config::compile::DEFAULT_BUFFER);
+    for bad in ["5", "20000000", "lots"] {
+        let err = load(bad).err().expect("refused").to_string();
+        assert!(
+            err.contains("lookout.yaml:2:") && err.contains("storage.buffer"),
+            "{bad}: {err}"
+        );
+    }
+}
