@@ -324,7 +324,10 @@ fn storage_buffer_is_checked() {
         .unwrap_or_else(|d| panic!("{d}"));
     assert_eq!(cfg.storage.buffer, lookout::config::compile::DEFAULT_BUFFER);
     for bad in ["5", "20000000", "lots"] {
-        let err = load(bad).err().expect("refused").to_string();
+        let err = match load(bad) {
+            Ok(_) => panic!("{bad}: accepted"),
+            Err(d) => d.to_string(),
+        };
         assert!(
             err.contains("lookout.yaml:2:") && err.contains("storage.buffer"),
             "{bad}: {err}"
