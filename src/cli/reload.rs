@@ -109,7 +109,15 @@ pub async fn watch(main_file: PathBuf, running: Config, to: Targets, shutdown: C
         match loaded {
             Ok((cfg, warnings)) => {
                 let digest = files_digest(&cfg.files);
-                if trigger == "file change" && digest == running.digest {
+                let refused = to
+                    .live
+                    .reload_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_some();
+                // Unchanged files: nothing to do, unless they were refused
+                // last time (then this load clears the refusal).
+                if trigger == "file change" && digest == running.digest && !refused {
                     tracing::debug!("configuration files unchanged; nothing to reload");
                     continue;
                 }

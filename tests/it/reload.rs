@@ -210,7 +210,16 @@ async fn a_refused_reload_keeps_the_running_configuration_and_says_why() {
     let n = d.results().len();
     d.wait_results("steady", n + 3).await;
 
-    // Fixed: accepted, and /readyz is plain again.
+    // Put back as it was: the running configuration again, so the
+    // refusal is over.
+    std::fs::write(&cfg, &good).expect("write the original back");
+    d.log_line(&["configuration reloaded", "unchanged=1"], 10)
+        .await;
+    assert!(d.get("/readyz").ends_with("ready\n"));
+
+    // Fixed with a change: accepted, and /readyz stays plain.
+    std::fs::write(&cfg, format!("{good}    intervall: 1s\n")).expect("write bad again");
+    d.log_line(&["configuration reload refused"], 10).await;
     std::fs::write(
         &cfg,
         format!("{good}{}", http_probe("more", ok, "300ms", false)),
