@@ -8,7 +8,10 @@
 //! bound; the scheduler never waits on the disk or a notifier (the sink
 //! must return at once). Interval schedules are spread by a stable
 //! per-probe offset so a thousand probes with one interval do not fire in
-//! the same millisecond. Time comes from tokio's clock, so tests can pause it.
+//! the same millisecond. Manners towards targets: runs against one host
+//! keep `scheduler.host_spacing` apart ([`HostGates`]), and a target that
+//! answers with `Retry-After` (429/503) is not probed again before then.
+//! Time comes from tokio's clock, so tests can pause it.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -74,7 +77,73 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let (_keep, updates) = mpsc::unbounded_channel();
-    run_with_updates(probes, concurrency, sink, shutdown, updates).await;
+    let gates = Arc::new(HostGates::default());
+    run_with_updates(probes, concurrency, sink, shutdown, updates, gates).await;
+}
+
+/// Manners towards a target host: the least time between the starts of
+/// two runs against it (`scheduler.host_spacing`, by host name, `*` for
+/// every other host). A run waits for its host's next free slot before it
+/// takes a permit, so waiting holds no permit; the wait counts as lag.
+#[derive(Debug, Default)]
+pub struct HostGates {
+    spacing: std::collections::BTreeMap<String, Duration>,
+    next_free: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+impl HostGates {
+    pub fn new(spacing: std::collections::BTreeMap<String, Duration>) -> HostGates {
+        HostGates {
+            spacing,
+            next_free: Default::default(),
+        }
+    }
+
+    /// When a run against `host` may start, reserving that slot; `None`
+    /// when the host has no spacing.
+    fn reserve(&self, host: &str) -> Option<Instant> {
+        let gap = self
+            .spacing
+            .get(host)
+            .or_else(|| self.spacing.get("*"))
+            .copied()
+            .filter(|g| !g.is_zero())?;
+        let now = Instant::now();
+        let mut next = self
+            .next_free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = match next.get(host) {
+            Some(t) if *t > now => *t,
+            _ => now,
+        };
+        next.insert(host.to_string(), slot + gap);
+        Some(slot)
+    }
+}
+
+/// The host a probe's runs connect to, for [`HostGates`] (HTTP, TCP and
+/// TLS probes), lower case.
+fn target_host(spec: &ProbeSpec) -> Option<String> {
+    use crate::probe::ProbeKind;
+    let host = match &spec.kind {
+        ProbeKind::Http(h) => h.url.host_str()?.to_string(),
+        ProbeKind::Tcp(t) => t.host.clone(),
+        ProbeKind::Tls(t) => t.host.clone(),
+        _ => return None,
+    };
+    Some(host.trim_matches(['[', ']']).to_ascii_lowercase())
+}
+
+/// The longest `Retry-After` honoured: a target asking for more is probed
+/// again after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long the target asked the next run to wait (`retry_after_s`, which
+/// the HTTP kind records from a 429 or 503 answer's `Retry-After`).
+fn retry_after(r: &ProbeResult) -> Option<Duration> {
+    let s = r.details.get("retry_after_s")?.as_f64()?;
+    (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s).min(MAX_RETRY_AFTER))
 }
 
 /// [`run`], taking new probe sets from `updates` (a configuration
@@ -90,6 +159,7 @@ pub async fn run_with_updates(
     sink: Sink,
     shutdown: CancellationToken,
     mut updates: mpsc::UnboundedReceiver<Vec<Arc<ProbeSpec>>>,
+    gates: Arc<HostGates>,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let epoch = Instant::now();
@@ -111,6 +181,7 @@ pub async fn run_with_updates(
             epoch,
             first,
             permits.clone(),
+            gates.clone(),
             sink.clone(),
             stop,
         ));
@@ -201,9 +272,11 @@ async fn probe_loop(
     epoch: Instant,
     mut due: Instant,
     permits: Arc<Semaphore>,
+    gates: Arc<HostGates>,
     sink: Sink,
     shutdown: CancellationToken,
 ) {
+    let host = target_host(&spec);
     // One cancellation future for the task's life: it registers with the
     // token once, instead of registering and unregistering (a lock shared
     // by every probe task) twice per run.
@@ -214,6 +287,13 @@ async fn probe_loop(
             biased;
             _ = cancelled.as_mut() => return,
             _ = tokio::time::sleep_until(due) => {}
+        }
+        if let Some(slot) = host.as_deref().and_then(|h| gates.reserve(h)) {
+            tokio::select! {
+                biased;
+                _ = cancelled.as_mut() => return,
+                _ = tokio::time::sleep_until(slot) => {}
+            }
         }
         let permit = tokio::select! {
             biased;
@@ -227,14 +307,23 @@ async fn probe_loop(
         // the largest probe kind (BENCHMARKS.md, issue 6).
         let result = Box::pin(run_once(&spec)).await;
         drop(permit);
+        let wait = retry_after(&result);
         sink(result, RunMeta { due, lag });
-        due = match next_due(&spec, epoch, due, Instant::now()) {
+        let now = Instant::now();
+        due = match next_due(&spec, epoch, due, now) {
             Some(d) => d,
             None => {
                 tracing::warn!(probe = %spec.name, "cron schedule has no future run; probe stopped");
                 return;
             }
         };
+        // The target asked for a pause (429/503 with Retry-After): the next
+        // run is on the first slot after it, not before.
+        if let Some(wait) = wait.filter(|w| now + *w > due) {
+            tracing::info!(probe = %spec.name, retry_after_s = wait.as_secs_f64(),
+                "the target asked to wait (Retry-After); next run after that");
+            due = next_due(&spec, epoch, due, now + wait).unwrap_or(now + wait);
+        }
     }
 }
 

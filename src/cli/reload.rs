@@ -12,8 +12,8 @@
 //! the outbox (notifiers) and the live state (pages, API, metrics).
 //! File events are debounced (a burst of writes is one reload) and a
 //! reload whose files are byte-for-byte the same as the running ones does
-//! nothing. `storage`, `server` and `scheduler.concurrency` are read only
-//! at start: a change to them is logged as needing a restart.
+//! nothing. `storage`, `server` and `scheduler` are read only at start: a
+//! change to them is logged as needing a restart.
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -237,8 +237,8 @@ fn warn_restart_only(prev: &Config, next: &Config) {
     if prev.server != next.server {
         tracing::warn!("`server` changed; it takes effect after a restart");
     }
-    if prev.scheduler.concurrency != next.scheduler.concurrency {
-        tracing::warn!("`scheduler.concurrency` changed; it takes effect after a restart");
+    if prev.scheduler != next.scheduler {
+        tracing::warn!("`scheduler` changed; it takes effect after a restart");
     }
 }
 

@@ -159,6 +159,9 @@ pub async fn run(cli: &Cli) -> Exit {
     tokio::spawn(watch_signals(shutdown.clone()));
     let (reloads, updates) = tokio::sync::mpsc::unbounded_channel();
     let concurrency = cfg.scheduler.concurrency;
+    let gates = Arc::new(scheduler::HostGates::new(
+        cfg.scheduler.host_spacing.clone(),
+    ));
     tokio::spawn(super::reload::watch(
         cli.config.clone(),
         cfg,
@@ -171,7 +174,7 @@ pub async fn run(cli: &Cli) -> Exit {
         shutdown.clone(),
     ));
     crate::probe::prepare(&probes).await;
-    scheduler::run_with_updates(probes, concurrency, sink, shutdown.clone(), updates).await;
+    scheduler::run_with_updates(probes, concurrency, sink, shutdown.clone(), updates, gates).await;
     shutdown.cancel();
     tracing::info!("probes stopped; flushing results");
 

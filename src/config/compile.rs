@@ -440,16 +440,50 @@ fn compile_outbox(cx: &mut Cx, top: &Map<'_>) -> OutboxConfig {
 fn compile_scheduler(cx: &mut Cx, top: &Map<'_>) -> Option<SchedulerSettings> {
     let mut s = SchedulerSettings {
         concurrency: DEFAULT_CONCURRENCY,
+        host_spacing: BTreeMap::new(),
     };
     let Some(node) = top.get("scheduler") else {
         return Some(s);
     };
-    let m = cx.map(node, "scheduler", &["concurrency"])?;
+    let m = cx.map(node, "scheduler", &["concurrency", "host_spacing"])?;
     if let Some(c) = m.u64(cx, "concurrency") {
         if c == 0 || c > 100_000 {
             m.error_at(cx, "concurrency", "must be between 1 and 100000");
         } else {
             s.concurrency = c as usize;
+        }
+    }
+    if let Some(hs) = m.get("host_spacing") {
+        match &hs.value {
+            Value::Map(entries) => {
+                for (key, v) in entries {
+                    let path = join("scheduler.host_spacing", &key.name);
+                    let host = key.name.trim().to_ascii_lowercase();
+                    if host.is_empty() || host.contains(['/', ':', ' ']) {
+                        cx.error(
+                            &key.pos,
+                            &path,
+                            "expected a host name (like api.vendor.example) or `*`",
+                        );
+                        continue;
+                    }
+                    if let Some(d) = cx.duration(v, &path) {
+                        if d > Duration::from_secs(3600) {
+                            cx.error(&v.pos, &path, "at most 1h");
+                        } else {
+                            s.host_spacing.insert(host, d);
+                        }
+                    }
+                }
+            }
+            _ => cx.error(
+                &hs.pos,
+                "scheduler.host_spacing",
+                format!(
+                    "expected a mapping of host names to durations, found {}",
+                    hs.type_name()
+                ),
+            ),
         }
     }
     Some(s)

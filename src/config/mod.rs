@@ -141,6 +141,9 @@ impl Default for OutboxConfig {
 pub struct SchedulerSettings {
     /// Most probe runs in flight at once, across all probes.
     pub concurrency: usize,
+    /// Least time between the starts of two runs against one host, by
+    /// lower-case host name; `*` applies to every other host.
+    pub host_spacing: BTreeMap<String, Duration>,
 }
 
 /// The default bound on runs in flight. It caps descriptors and memory; it

@@ -334,3 +334,52 @@ fn storage_buffer_is_checked() {
         );
     }
 }
+
+/// `scheduler.host_spacing`: host names (any case) or `*` to durations up
+/// to an hour; anything else is an error with line and key.
+#[test]
+fn scheduler_host_spacing_is_checked() {
+    use lookout::config::{load_str, read::Cx};
+    let load = |v: &str| {
+        load_str(
+            "lookout.yaml",
+            &format!("scheduler:\n  host_spacing:\n{v}probes: []\n"),
+            Cx::new(Box::new(|_| None)),
+        )
+    };
+    let (cfg, _) =
+        load("    API.Vendor.example: 1s\n    \"*\": 100ms\n").unwrap_or_else(|d| panic!("{d}"));
+    let spacing: Vec<(&str, u128)> = cfg
+        .scheduler
+        .host_spacing
+        .iter()
+        .map(|(h, d)| (h.as_str(), d.as_millis()))
+        .collect();
+    assert_eq!(spacing, [("*", 100), ("api.vendor.example", 1000)]);
+    for (bad, key, words) in [
+        (
+            "    \"https://x.example\": 1s\n",
+            "scheduler.host_spacing.https://x.example",
+            "host name",
+        ),
+        (
+            "    x.example: soon\n",
+            "scheduler.host_spacing.x.example",
+            "duration",
+        ),
+        (
+            "    x.example: 2h\n",
+            "scheduler.host_spacing.x.example",
+            "at most 1h",
+        ),
+    ] {
+        let err = match load(bad) {
+            Ok(_) => panic!("{bad}: accepted"),
+            Err(d) => d.to_string(),
+        };
+        assert!(
+            err.contains("lookout.yaml:3:") && err.contains(key) && err.contains(words),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -270,6 +270,7 @@ async fn updates_keep_unchanged_probes_on_their_grid_and_start_stop_the_rest() {
         sink,
         stop.clone(),
         updates,
+        Arc::new(scheduler::HostGates::default()),
     ));
     let mut before: Vec<(String, tokio::time::Instant)> = Vec::new();
     while before.iter().filter(|(n, _)| n == "keep").count() < 4 {
@@ -323,5 +324,52 @@ async fn updates_keep_unchanged_probes_on_their_grid_and_start_stop_the_rest() {
     assert!(change.len() >= 3, "{change:?}");
     for w in change.windows(2).skip(1) {
         assert_eq!(w[1] - w[0], Duration::from_millis(300), "{change:?}");
+    }
+}
+
+/// `scheduler.host_spacing`: four probes against one host, each every
+/// 300 ms, with 150 ms between any two starts against that host: the
+/// starts never come closer, whatever the probes' own schedules say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_against_one_host_keep_the_configured_spacing() {
+    let (port, task) = quick_server().await;
+    let mut yaml = String::from("probes:\n");
+    for i in 0..4 {
+        yaml.push_str(&format!(
+            "  - name: p{i}\n    tcp: {{ host: 127.0.0.1, port: {port} }}\n    interval: 300ms\n    timeout: 100ms\n"
+        ));
+    }
+    let probes = probes_from_yaml(&yaml).into_iter().map(Arc::new).collect();
+    let (sink, mut rx) = channel_sink();
+    let stop = CancellationToken::new();
+    let (_tx, updates) = mpsc::unbounded_channel();
+    let gap = Duration::from_millis(150);
+    let gates = scheduler::HostGates::new([("127.0.0.1".to_string(), gap)].into_iter().collect());
+    let sched = tokio::spawn(scheduler::run_with_updates(
+        probes,
+        8,
+        sink,
+        stop.clone(),
+        updates,
+        Arc::new(gates),
+    ));
+    let mut starts = Vec::new();
+    while starts.len() < 12 {
+        let (_, m) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("results")
+            .expect("sink open");
+        starts.push(m.due + m.lag);
+    }
+    stop.cancel();
+    sched.await.expect("scheduler ends");
+    task.abort();
+    starts.sort();
+    for w in starts.windows(2) {
+        assert!(
+            w[1] - w[0] >= gap - Duration::from_millis(1),
+            "two runs against the host {:?} apart",
+            w[1] - w[0]
+        );
     }
 }
