@@ -224,7 +224,7 @@ pub async fn run_with_updates(
 
 /// A probe's task, as the scheduler knows it.
 struct Running {
-    fingerprint: String,
+    fingerprint: u64,
     stop: CancellationToken,
 }
 
@@ -260,11 +260,36 @@ fn apply(
 }
 
 /// What makes two definitions of a probe the same: everything but where
-/// it is written (moving a probe within a file changes nothing).
-pub fn fingerprint(spec: &ProbeSpec) -> String {
-    let mut s = spec.clone();
-    s.defined_at.clear();
-    format!("{s:?}")
+/// it is written (moving a probe within a file changes nothing), as a
+/// 64-bit hash of the definition's `Debug` form, streamed into the hasher
+/// (with 10,000 probes the forms themselves would be megabytes).
+pub fn fingerprint(spec: &ProbeSpec) -> u64 {
+    use std::fmt::Write as _;
+    struct Feed(std::collections::hash_map::DefaultHasher);
+    impl std::fmt::Write for Feed {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let ProbeSpec {
+        name,
+        description,
+        kind,
+        schedule,
+        timeout,
+        expect_latency,
+        labels,
+        depends_on,
+        alert,
+        defined_at: _,
+    } = spec;
+    let mut f = Feed(std::collections::hash_map::DefaultHasher::new());
+    let _ = write!(
+        f,
+        "{name:?}{description:?}{kind:?}{schedule:?}{timeout:?}{expect_latency:?}{labels:?}{depends_on:?}{alert:?}"
+    );
+    f.0.finish()
 }
 
 async fn probe_loop(
