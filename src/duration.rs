@@ -101,6 +101,18 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// A `Retry-After` header's value: delay-seconds or an HTTP date (then
+/// the time left until it, zero if past); `None` when it is neither.
+pub fn retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let left = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(left.to_std().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

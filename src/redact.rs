@@ -34,6 +34,17 @@ pub fn register(value: &str) {
     }
 }
 
+/// Forgets a registered value that can no longer appear anywhere: an
+/// OAuth2 access token once a fresh one replaced it, so the list (which
+/// every [`redact`] call scans) does not grow with every token fetched.
+pub fn unregister(value: &str) {
+    let mut secrets = match registry().write() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    secrets.retain(|s| s != value);
+}
+
 /// Returns `text` with every registered secret and every URL password masked.
 pub fn redact(text: &str) -> String {
     let mut out = mask_url_passwords(text);
@@ -94,6 +105,17 @@ mod tests {
         );
         assert_eq!(mask_url_passwords("http://a/b@c"), "http://a/b@c");
         assert_eq!(mask_url_passwords("no url"), "no url");
+    }
+
+    #[test]
+    fn an_unregistered_value_is_no_longer_masked_and_others_still_are() {
+        register("old-token-9f8e7d6c");
+        register("new-token-1a2b3c4d");
+        unregister("old-token-9f8e7d6c");
+        assert_eq!(
+            redact("old-token-9f8e7d6c new-token-1a2b3c4d"),
+            "old-token-9f8e7d6c ***"
+        );
     }
 
     #[test]

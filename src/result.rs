@@ -33,12 +33,16 @@ pub enum FailureClass {
     Size,
     /// A query the target ran failed (database probes).
     Query,
+    /// A third party's own status page reports a problem (`statuspage`
+    /// probes): a watched component is degraded or down, or an open incident
+    /// affects it.
+    Vendor,
     /// Something inside Lookout went wrong; never the target's fault.
     Internal,
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 10] = [
+    pub const ALL: [FailureClass; 11] = [
         FailureClass::Dns,
         FailureClass::Connect,
         FailureClass::Tls,
@@ -48,6 +52,7 @@ impl FailureClass {
         FailureClass::Auth,
         FailureClass::Size,
         FailureClass::Query,
+        FailureClass::Vendor,
         FailureClass::Internal,
     ];
 
@@ -62,6 +67,7 @@ impl FailureClass {
             FailureClass::Auth => "auth",
             FailureClass::Size => "size",
             FailureClass::Query => "query",
+            FailureClass::Vendor => "vendor",
             FailureClass::Internal => "internal",
         }
     }

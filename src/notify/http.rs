@@ -132,15 +132,8 @@ fn answer_text(body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is read too).
 pub(super) fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let left = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(left.to_std().unwrap_or_default())
+    crate::duration::retry_after(v)
 }
 
 fn describe(e: &reqwest::Error, opts: &SendOptions) -> SendError {

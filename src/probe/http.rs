@@ -30,6 +30,7 @@ use crate::config::read::{join, suggest, Cx, Map};
 use crate::config::yaml::{Node, Value};
 use crate::expect::{text_of, DurationCmp, StatusMatcher, ValueMatcher};
 use crate::probe::net::{self, Wording};
+use crate::probe::oauth2;
 use crate::probe::tlsutil::{self, Handshake, TlsOptions};
 use crate::probe::urlutil::percent_decode;
 use crate::probe::Trace;
@@ -49,6 +50,8 @@ pub const KEYS: &[&str] = &[
     "ca",
     "max_body",
     "user_agent",
+    "auth",
+    "tls",
 ];
 /// Keys accepted in `expect:` for this kind, besides `latency`.
 pub const EXPECT_KEYS: &[&str] = &[
@@ -70,6 +73,9 @@ const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
 ];
 const BASIC_AUTH_KEYS: &[&str] = &["username", "password"];
+/// The kinds of `auth`, exactly one of which is given.
+const AUTH_KEYS: &[&str] = &["basic", "bearer", "api_key", "oauth2"];
+const API_KEY_KEYS: &[&str] = &["header", "query", "value"];
 /// How much of a body an expectation's failure message quotes.
 const SNIPPET_CHARS: usize = 120;
 
@@ -89,8 +95,32 @@ pub struct HttpSpec {
     pub max_redirects: u32,
     pub tls: TlsOptions,
     pub max_body: u64,
+    /// `auth.oauth2`: a token fetched (and cached) before each request.
+    pub oauth2: Option<Arc<oauth2::OAuth2Spec>>,
+    /// `auth.api_key.query`: a (name, value) query pair added to requests
+    /// to the configured origin, never to the URL shown.
+    pub api_key_query: Option<Arc<QueryKey>>,
+    /// Whether the probe sends credentials (any `auth`, `basic_auth`,
+    /// `bearer_token`, or an `Authorization` header).
+    pub credentials: bool,
     /// Boxed to keep `ProbeKind` small: most of a spec is its expectations.
     pub expect: Box<HttpExpect>,
+}
+
+/// `auth.api_key.query`: the parameter's name and the key. `Debug` never
+/// shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueryKey {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for QueryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The `expect:` entries of an `http` probe (latency is handled by `run_once`).
@@ -127,6 +157,7 @@ pub fn from_url(url: &str) -> Result<HttpSpec, String> {
     if let Some(auth) = url_credentials(&url) {
         headers.insert(header::AUTHORIZATION, auth);
     }
+    let credentials = headers.contains_key(header::AUTHORIZATION);
     Ok(HttpSpec {
         url,
         method: Method::GET,
@@ -136,6 +167,9 @@ pub fn from_url(url: &str) -> Result<HttpSpec, String> {
         max_redirects: DEFAULT_MAX_REDIRECTS,
         tls: TlsOptions::default(),
         max_body: DEFAULT_MAX_BODY,
+        oauth2: None,
+        api_key_query: None,
+        credentials,
         expect: Box::default(),
     })
 }
@@ -171,9 +205,15 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
         Some(n) => compile_size(cx, n, &m.path("max_body")),
     };
     let tls = tlsutil::compile_options(cx, &m);
+    let client = tlsutil::compile_client(cx, &m);
+    let auth = compile_auth(cx, &m, headers.as_ref());
     let expect = compile_expect(cx, expect);
 
     let mut headers = headers?;
+    let auth = auth?;
+    for (name, value) in auth.headers {
+        headers.insert(name, value);
+    }
     if let Some(url) = &url {
         if !headers.contains_key(header::AUTHORIZATION) {
             if let Some(auth) = url_credentials(url) {
@@ -181,6 +221,9 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
             }
         }
     }
+    let mut tls = tls?;
+    tls.client = client?;
+    let credentials = headers.contains_key(header::AUTHORIZATION) || auth.any;
     Some(HttpSpec {
         url: url?,
         method: method?,
@@ -188,8 +231,11 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
         body,
         follow_redirects: follow_redirects?,
         max_redirects: max_redirects?,
-        tls: tls?,
+        tls,
         max_body: max_body?,
+        oauth2: auth.oauth2.map(Arc::new),
+        api_key_query: auth.query.map(Arc::new),
+        credentials,
         expect: Box::new(expect?),
     })
 }
@@ -432,6 +478,190 @@ fn compile_headers(cx: &mut Cx, m: &Map<'_>) -> Option<HeaderMap> {
     ok.then_some(out)
 }
 
+/// What `auth` adds to a probe.
+#[derive(Default)]
+struct CompiledAuth {
+    any: bool,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    oauth2: Option<oauth2::OAuth2Spec>,
+    query: Option<QueryKey>,
+}
+
+fn register_secret(cx: &Cx, value: &str) {
+    if cx.register_secrets {
+        crate::redact::register(value);
+    }
+}
+
+/// `auth`: exactly one of `basic`, `bearer`, `api_key` or `oauth2`.
+/// `headers` is what `headers`/`basic_auth`/`bearer_token` gave (when they
+/// were valid), to refuse credentials given twice.
+fn compile_auth(cx: &mut Cx, m: &Map<'_>, headers: Option<&HeaderMap>) -> Option<CompiledAuth> {
+    let Some(node) = m.get("auth") else {
+        return Some(CompiledAuth::default());
+    };
+    let path = m.path("auth");
+    let a = cx.map(node, &path, AUTH_KEYS)?;
+    let given: Vec<&str> = AUTH_KEYS.iter().copied().filter(|k| a.has(k)).collect();
+    if given.len() != 1 {
+        let msg = if given.is_empty() {
+            format!("give one of: {}", AUTH_KEYS.join(", "))
+        } else {
+            format!(
+                "give exactly one kind of auth, not {}",
+                given
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
+        };
+        cx.error(&node.pos, &path, msg);
+        return None;
+    }
+    let kind = given[0];
+    let mut out = CompiledAuth {
+        any: true,
+        ..CompiledAuth::default()
+    };
+    if kind != "api_key" {
+        for other in ["basic_auth", "bearer_token"] {
+            if m.has(other) {
+                cx.error(
+                    &node.pos,
+                    &path,
+                    format!("give either `auth` or `{other}`, not both"),
+                );
+                return None;
+            }
+        }
+        if headers.is_some_and(|h| h.contains_key(header::AUTHORIZATION)) {
+            cx.error(
+                &node.pos,
+                &path,
+                "an `Authorization` header is already set in `headers`; give the credentials once",
+            );
+            return None;
+        }
+    }
+    let kpath = a.path(kind);
+    let knode = a.get(kind)?;
+    match kind {
+        "basic" => {
+            let b = cx.map(knode, &kpath, BASIC_AUTH_KEYS)?;
+            let user = b.required_str(cx, "username");
+            let password = match b.get("password") {
+                None => Some(String::new()),
+                Some(_) => b.str(cx, "password"),
+            };
+            let (user, password) = (user?, password?);
+            register_secret(cx, &password);
+            if user.contains(':') {
+                b.error_at(cx, "username", "a basic auth username cannot contain `:`");
+                return None;
+            }
+            let Some(v) = basic(&user, &password) else {
+                cx.error(
+                    &knode.pos,
+                    &kpath,
+                    "credentials hold characters that cannot be sent in a header",
+                );
+                return None;
+            };
+            out.headers.push((header::AUTHORIZATION, v));
+        }
+        "bearer" => {
+            let t = cx.string(knode, &kpath)?;
+            register_secret(cx, t.trim());
+            if t.trim().is_empty() {
+                cx.error(&knode.pos, &kpath, "the bearer token is empty");
+                return None;
+            }
+            let Some(v) = sensitive(&format!("Bearer {}", t.trim())) else {
+                cx.error(
+                    &knode.pos,
+                    &kpath,
+                    "the token holds characters that cannot be sent in a header",
+                );
+                return None;
+            };
+            out.headers.push((header::AUTHORIZATION, v));
+        }
+        "api_key" => {
+            let k = cx.map(knode, &kpath, API_KEY_KEYS)?;
+            let value = k.required_str(cx, "value");
+            if let Some(v) = &value {
+                register_secret(cx, v);
+                let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+                register_secret(cx, &encoded);
+            }
+            let (h, q) = (k.get("header"), k.get("query"));
+            if h.is_some() == q.is_some() {
+                let msg = if h.is_some() {
+                    "give either `header` or `query`, not both"
+                } else {
+                    "give `header` (the header's name) or `query` (the query parameter's name)"
+                };
+                cx.error(&knode.pos, &kpath, msg);
+                return None;
+            }
+            let value = value?;
+            if value.is_empty() {
+                k.error_at(cx, "value", "the API key is empty");
+                return None;
+            }
+            if h.is_some() {
+                let name = k.str(cx, "header")?;
+                let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) else {
+                    k.error_at(cx, "header", format!("invalid header name `{name}`"));
+                    return None;
+                };
+                if name == header::HOST {
+                    k.error_at(
+                        cx,
+                        "header",
+                        "the API key cannot be sent as the Host header",
+                    );
+                    return None;
+                }
+                let defaults = default_headers();
+                if headers.is_some_and(|hm| hm.contains_key(&name) && !defaults.contains_key(&name))
+                {
+                    k.error_at(
+                        cx,
+                        "header",
+                        format!("a `{name}` header is already set in `headers`; give it once"),
+                    );
+                    return None;
+                }
+                let Some(v) = sensitive(&value) else {
+                    k.error_at(
+                        cx,
+                        "value",
+                        "the API key holds characters that cannot be sent in a header",
+                    );
+                    return None;
+                };
+                out.headers.push((name, v));
+            } else {
+                let name = k.str(cx, "query")?;
+                if name.trim().is_empty() {
+                    k.error_at(cx, "query", "the query parameter's name is empty");
+                    return None;
+                }
+                out.query = Some(QueryKey {
+                    name: name.trim().to_string(),
+                    value,
+                });
+            }
+        }
+        _ => {
+            out.oauth2 = Some(oauth2::compile(cx, knode, &kpath)?);
+        }
+    }
+    Some(out)
+}
+
 /// A byte size (see [`parse_size`]) at `path`.
 pub(crate) fn compile_size(cx: &mut Cx, node: &Node, path: &str) -> Option<u64> {
     let text = match &node.value {
@@ -665,7 +895,7 @@ fn compile_expect(cx: &mut Cx, expect: Option<&Map<'_>>) -> Option<HttpExpect> {
 
 /// Keeps a connection alive while its response is read; dropping it aborts
 /// the task that drives the connection, which closes the socket.
-struct ConnGuard {
+pub(crate) struct ConnGuard {
     task: tokio::task::JoinHandle<()>,
     sender: SendRequest<Full<Bytes>>,
 }
@@ -684,6 +914,30 @@ struct Hop {
 }
 
 pub async fn run(spec: &HttpSpec, trace: &mut Trace) -> Result<(), Failure> {
+    fetch_body(spec, trace).await.map(drop)
+}
+
+/// [`run`], returning the final response's body (read within `max_body`)
+/// for kinds that interpret it, such as `statuspage`.
+pub(crate) async fn fetch_body(spec: &HttpSpec, trace: &mut Trace) -> Result<Vec<u8>, Failure> {
+    let mut headers = spec.headers.clone();
+    let mut token = None;
+    if let Some(o) = &spec.oauth2 {
+        let t = oauth2::token(o, &spec.tls, spec.headers.get(header::USER_AGENT), trace).await?;
+        let value = sensitive(&format!("Bearer {t}")).ok_or_else(|| {
+            Failure::new(
+                FailureClass::Auth,
+                format!(
+                    "OAuth2 token endpoint {}: the token cannot be sent in a header",
+                    o.endpoint()
+                ),
+            )
+        })?;
+        let mut h = (*spec.headers).clone();
+        h.insert(header::AUTHORIZATION, value);
+        headers = Arc::new(h);
+        token = Some(t);
+    }
     let mut url = spec.url.clone();
     let mut method = spec.method.clone();
     let mut body = spec.body.clone();
@@ -691,7 +945,16 @@ pub async fn run(spec: &HttpSpec, trace: &mut Trace) -> Result<(), Failure> {
     let origin = spec.url.origin();
     let hop = loop {
         let with_credentials = url.origin() == origin;
-        let hop = fetch(spec, &url, &method, body.clone(), with_credentials, trace).await?;
+        let hop = fetch(
+            spec,
+            &headers,
+            &url,
+            &method,
+            body.clone(),
+            with_credentials,
+            trace,
+        )
+        .await?;
         let status = hop.response.status();
         if !(spec.follow_redirects && is_redirect(status)) {
             break hop;
@@ -733,6 +996,12 @@ pub async fn run(spec: &HttpSpec, trace: &mut Trace) -> Result<(), Failure> {
         }
         url = next;
     };
+    if hop.response.status() == StatusCode::UNAUTHORIZED {
+        // The API refused the token: the next run fetches a fresh one.
+        if let (Some(o), Some(t)) = (&spec.oauth2, &token) {
+            oauth2::invalidate(o, t);
+        }
+    }
     finish(spec, hop, &url, &method, redirects, trace).await
 }
 
@@ -758,6 +1027,7 @@ fn is_redirect(s: StatusCode) -> bool {
 /// response head has arrived.
 async fn fetch(
     spec: &HttpSpec,
+    headers: &HeaderMap,
     url: &Url,
     method: &Method,
     body: Option<Bytes>,
@@ -772,7 +1042,7 @@ async fn fetch(
     } else {
         None
     };
-    let request = build_request(spec, url, method, body, with_credentials)?;
+    let request = build_request(spec, headers, url, method, body, with_credentials)?;
     let port = url
         .port_or_known_default()
         .unwrap_or(if https { 443 } else { 80 });
@@ -815,19 +1085,39 @@ fn host_port(url: &Url) -> String {
 
 fn build_request(
     spec: &HttpSpec,
+    headers: &HeaderMap,
     url: &Url,
     method: &Method,
     body: Option<Bytes>,
     with_credentials: bool,
 ) -> Result<Request<Full<Bytes>>, Failure> {
-    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    let mut headers = (*spec.headers).clone();
+    let keyed;
+    let sent = match (&spec.api_key_query, with_credentials) {
+        (Some(q), true) => {
+            let mut u = url.clone();
+            u.query_pairs_mut().append_pair(&q.name, &q.value);
+            keyed = u;
+            &keyed
+        }
+        _ => url,
+    };
+    let target = &sent[url::Position::BeforePath..url::Position::AfterQuery];
+    let mut headers = headers.clone();
     if !with_credentials {
         for name in [
             header::AUTHORIZATION,
             header::COOKIE,
             header::PROXY_AUTHORIZATION,
         ] {
+            headers.remove(name);
+        }
+        // An API key header (any other sensitive header) stays home too.
+        let sensitive: Vec<HeaderName> = headers
+            .iter()
+            .filter(|(_, v)| v.is_sensitive())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in sensitive {
             headers.remove(name);
         }
     }
@@ -858,7 +1148,7 @@ fn build_request(
 }
 
 /// Sends `request` over `io` and waits for the response head.
-async fn exchange<S>(
+pub(crate) async fn exchange<S>(
     io: S,
     request: Request<Full<Bytes>>,
     trace: &mut Trace,
@@ -890,6 +1180,21 @@ where
 }
 
 fn hyper_failure(e: &hyper::Error, stage: &str) -> Failure {
+    let text = chain(e);
+    if text.contains("received fatal alert") {
+        // TLS 1.3 servers refuse a client certificate (or its absence)
+        // after the client's side of the handshake is done: the alert
+        // arrives with the response.
+        let hint = if text.contains("CertificateRequired") {
+            " (the server requires a client certificate: set `tls.client_cert` and `tls.client_key`)"
+        } else {
+            ""
+        };
+        return Failure::new(
+            FailureClass::Tls,
+            format!("the server ended the TLS session: {text}{hint}"),
+        );
+    }
     let msg = if e.is_incomplete_message() {
         format!("the server closed the connection {stage}")
     } else if e.is_parse_too_large() {
@@ -946,7 +1251,7 @@ async fn finish(
     method: &Method,
     redirects: u32,
     trace: &mut Trace,
-) -> Result<(), Failure> {
+) -> Result<Vec<u8>, Failure> {
     let Hop {
         response,
         tls,
@@ -956,6 +1261,17 @@ async fn finish(
     let status = parts.status;
     let code = status.as_u16();
     trace.detail("status", code);
+    // The target asks for a pause: the scheduler honours it (429, 503).
+    if matches!(code, 429 | 503) {
+        if let Some(wait) = parts
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::duration::retry_after)
+        {
+            trace.detail("retry_after_s", wait.as_secs_f64());
+        }
+    }
     trace.detail("http_version", version_name(parts.version));
     trace.detail("redirects", redirects);
     trace.detail("final_url", crate::redact::redact(url.as_str()));
@@ -977,10 +1293,10 @@ async fn finish(
         status_text.clone(),
     );
     if !status_ok && matches!(code, 401 | 403 | 407) {
-        let why = if spec.headers.contains_key(header::AUTHORIZATION) {
+        let why = if spec.credentials {
             "the server refused the credentials"
         } else {
-            "the server wants credentials (set basic_auth or bearer_token)"
+            "the server wants credentials (set `auth`)"
         };
         return Err(Failure::new(
             FailureClass::Auth,
@@ -1011,7 +1327,7 @@ async fn finish(
     let body = read_body(spec, method, status, &parts.headers, incoming, trace).await?;
     trace.detail("size", body.len());
     check_body(spec, &body, trace);
-    Ok(())
+    Ok(body)
 }
 
 async fn read_body(
@@ -1226,10 +1542,35 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_go_only_to_the_configured_origin() {
+        let mut spec = from_url("http://a.example/p?x=1").expect("valid");
+        spec.api_key_query = Some(Arc::new(QueryKey {
+            name: "key".into(),
+            value: "v 1&2".into(),
+        }));
+        assert!(!format!("{spec:?}").contains("v 1&2"));
+        let mut headers = (*spec.headers).clone();
+        headers.insert(
+            HeaderName::from_static("x-api-key"),
+            sensitive("hdr-key").expect("value"),
+        );
+        let url = spec.url.clone();
+        let req = build_request(&spec, &headers, &url, &Method::GET, None, true).expect("request");
+        assert_eq!(req.uri(), "/p?x=1&key=v+1%262");
+        assert!(req.headers().contains_key("x-api-key"));
+        let req = build_request(&spec, &headers, &url, &Method::GET, None, false).expect("request");
+        assert_eq!(req.uri(), "/p?x=1");
+        assert!(!req.headers().contains_key("x-api-key"));
+        assert!(req.headers().contains_key(header::USER_AGENT));
+        assert_eq!(spec.target(), "http://a.example/p?x=1");
+    }
+
+    #[test]
     fn credentials_are_dropped_for_other_origins() {
         let spec = from_url("http://u:secret-pass@a.example/").expect("valid");
         let url = Url::parse("http://b.example/x?y=1").expect("url");
-        let req = build_request(&spec, &url, &Method::GET, None, false).expect("request");
+        let req =
+            build_request(&spec, &spec.headers, &url, &Method::GET, None, false).expect("request");
         assert!(req.headers().get(header::AUTHORIZATION).is_none());
         assert_eq!(req.uri(), "/x?y=1");
         assert_eq!(

@@ -19,9 +19,11 @@ pub mod http;
 pub mod kept;
 pub mod mysql;
 pub mod net;
+pub mod oauth2;
 pub mod postgres;
 pub mod redis;
 pub mod sql;
+pub mod statuspage;
 pub mod tcp;
 pub mod tls;
 pub mod tlsutil;
@@ -39,7 +41,16 @@ use crate::duration::human;
 use crate::result::{Check, Failure, FailureClass, Phase, ProbeResult};
 
 /// The kind keys, one of which every probe has.
-pub const KIND_KEYS: &[&str] = &["http", "tcp", "tls", "dns", "postgres", "redis", "mysql"];
+pub const KIND_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "tls",
+    "dns",
+    "postgres",
+    "redis",
+    "mysql",
+    "statuspage",
+];
 
 /// What to probe and how; one variant per kind.
 #[derive(Debug, Clone)]
@@ -51,6 +62,7 @@ pub enum ProbeKind {
     Postgres(postgres::PostgresSpec),
     Redis(redis::RedisSpec),
     Mysql(mysql::MysqlSpec),
+    Statuspage(statuspage::StatuspageSpec),
 }
 
 impl ProbeKind {
@@ -63,6 +75,7 @@ impl ProbeKind {
             ProbeKind::Postgres(_) => "postgres",
             ProbeKind::Redis(_) => "redis",
             ProbeKind::Mysql(_) => "mysql",
+            ProbeKind::Statuspage(_) => "statuspage",
         }
     }
 
@@ -76,6 +89,7 @@ impl ProbeKind {
             "postgres" => postgres::EXPECT_KEYS,
             "redis" => redis::EXPECT_KEYS,
             "mysql" => mysql::EXPECT_KEYS,
+            "statuspage" => statuspage::EXPECT_KEYS,
             _ => &[],
         }
     }
@@ -98,6 +112,7 @@ impl ProbeKind {
             "postgres" => postgres::compile(cx, node, path, expect).map(ProbeKind::Postgres),
             "redis" => redis::compile(cx, node, path, expect).map(ProbeKind::Redis),
             "mysql" => mysql::compile(cx, node, path, expect).map(ProbeKind::Mysql),
+            "statuspage" => statuspage::compile(cx, node, path, expect).map(ProbeKind::Statuspage),
             _ => None,
         }
     }
@@ -112,6 +127,7 @@ impl ProbeKind {
             ProbeKind::Postgres(s) => s.target(),
             ProbeKind::Redis(s) => s.target(),
             ProbeKind::Mysql(s) => s.target(),
+            ProbeKind::Statuspage(s) => s.target(),
         };
         crate::redact::redact(&t)
     }
@@ -131,6 +147,7 @@ impl ProbeKind {
             ProbeKind::Postgres(s) => Box::pin(postgres::run(s, trace)).await,
             ProbeKind::Redis(s) => Box::pin(redis::run(s, trace)).await,
             ProbeKind::Mysql(s) => Box::pin(mysql::run(s, trace)).await,
+            ProbeKind::Statuspage(s) => Box::pin(statuspage::run(s, trace)).await,
         }
     }
 }
@@ -240,6 +257,7 @@ pub async fn prepare(specs: &[std::sync::Arc<ProbeSpec>]) {
     for spec in specs {
         let opts = match &spec.kind {
             ProbeKind::Http(h) if h.url.scheme() == "https" => &h.tls,
+            ProbeKind::Statuspage(s) if s.http.url.scheme() == "https" => &s.http.tls,
             ProbeKind::Tls(t) => &t.tls,
             ProbeKind::Postgres(p) if p.sslmode != postgres::SslMode::Disable => &p.tls,
             ProbeKind::Redis(r) => match &r.tls {

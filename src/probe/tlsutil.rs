@@ -23,7 +23,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -41,6 +41,118 @@ pub struct TlsOptions {
     pub insecure: bool,
     /// Extra trust anchors, added to the system roots.
     pub ca: Option<Arc<CustomCa>>,
+    /// A client certificate and key to present when the server asks (mTLS).
+    pub client: Option<Arc<ClientIdentity>>,
+}
+
+/// A client certificate chain and its private key (`tls.client_cert`,
+/// `tls.client_key`), read and checked to match when the configuration is
+/// compiled. `Debug` never shows the key.
+pub struct ClientIdentity {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.certs == other.certs && self.key.secret_der() == other.key.secret_der()
+    }
+}
+
+/// Reads a client certificate chain and its private key (PEM) and checks
+/// that the key belongs to the first certificate. Errors name the file and
+/// never quote the key. Returns the message and whether it is about the key
+/// file (`true`) or the certificate file (`false`).
+pub fn load_client_identity(cert: &Path, key: &Path) -> Result<ClientIdentity, (bool, String)> {
+    let shown = cert.display();
+    let bytes = std::fs::read(cert).map_err(|e| {
+        (
+            false,
+            format!("cannot read client certificate `{shown}`: {e}"),
+        )
+    })?;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&bytes) {
+        match item {
+            Ok(c) => certs.push(c),
+            Err(e) => {
+                return Err((
+                    false,
+                    format!("client certificate `{shown}` is not valid PEM: {e}"),
+                ))
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err((
+            false,
+            format!(
+                "client certificate `{shown}` holds no certificate (expected -----BEGIN CERTIFICATE----- blocks)"
+            ),
+        ));
+    }
+    let kshown = key.display();
+    let kbytes = std::fs::read(key)
+        .map_err(|e| (true, format!("cannot read client key `{kshown}`: {e}")))?;
+    let private = PrivateKeyDer::from_pem_slice(&kbytes).map_err(|_| {
+        (
+            true,
+            format!(
+                "client key `{kshown}` holds no private key (expected a PEM PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"
+            ),
+        )
+    })?;
+    let mismatch =
+        || format!("client key `{kshown}` does not match the client certificate `{shown}`");
+    let certified =
+        rustls::sign::CertifiedKey::from_der(certs.clone(), private.clone_key(), &provider())
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => (true, mismatch()),
+                e => (true, format!("client key `{kshown}` cannot be used: {e}")),
+            })?;
+    certified.keys_match().map_err(|_| (true, mismatch()))?;
+    Ok(ClientIdentity {
+        cert_path: cert.to_path_buf(),
+        key_path: key.to_path_buf(),
+        certs,
+        key: private,
+    })
+}
+
+/// Keys accepted in a kind's `tls:` mapping.
+pub const TLS_KEYS: &[&str] = &["client_cert", "client_key"];
+
+/// Reads an optional `tls: { client_cert, client_key }` mapping of a kind's
+/// section: `Some(None)` when absent, `None` when invalid (reported).
+pub fn compile_client(cx: &mut Cx, m: &Map<'_>) -> Option<Option<Arc<ClientIdentity>>> {
+    let Some(node) = m.get("tls") else {
+        return Some(None);
+    };
+    let t = cx.map(node, &m.path("tls"), TLS_KEYS)?;
+    let cert = t.required_str(cx, "client_cert");
+    let key = t.required_str(cx, "client_key");
+    let (cert, key) = (cert?, key?);
+    let base = cx.base_dir.clone();
+    let cert_path = crate::config::resolve_path(&base, cert.trim());
+    let key_path = crate::config::resolve_path(&base, key.trim());
+    match load_client_identity(&cert_path, &key_path) {
+        Ok(id) => Some(Some(Arc::new(id))),
+        Err((is_key, msg)) => {
+            t.error_at(cx, if is_key { "client_key" } else { "client_cert" }, msg);
+            None
+        }
+    }
 }
 
 /// A PEM file of CA certificates, read and checked when the configuration
@@ -103,6 +215,7 @@ pub fn compile_options(cx: &mut Cx, m: &Map<'_>) -> Option<TlsOptions> {
     Some(TlsOptions {
         insecure: insecure?,
         ca: ca?,
+        client: None,
     })
 }
 
@@ -144,7 +257,7 @@ pub struct BaseConfig {
     verifier: Arc<dyn ServerCertVerifier>,
 }
 
-type CacheKey = (bool, Vec<Vec<u8>>);
+type CacheKey = (bool, Vec<Vec<u8>>, Option<(Vec<Vec<u8>>, Vec<u8>)>);
 /// Configurations are few (one per distinct CA); the bound only guards
 /// against a reload loop with ever-changing CA files.
 const CACHE_LIMIT: usize = 64;
@@ -159,7 +272,13 @@ fn cache_key(opts: &TlsOptions) -> CacheKey {
         (Some(ca), false) => ca.certs.iter().map(|c| c.as_ref().to_vec()).collect(),
         _ => Vec::new(),
     };
-    (opts.insecure, ca)
+    let client = opts.client.as_ref().map(|c| {
+        (
+            c.certs.iter().map(|c| c.as_ref().to_vec()).collect(),
+            c.key.secret_der().to_vec(),
+        )
+    });
+    (opts.insecure, ca, client)
 }
 
 fn build_base(opts: &TlsOptions) -> Result<BaseConfig, String> {
@@ -181,12 +300,22 @@ fn build_base(opts: &TlsOptions) -> Result<BaseConfig, String> {
             .build()
             .map_err(|e| format!("cannot build the certificate verifier: {e}"))?
     };
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot build the TLS configuration: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier.clone());
+    let mut config = match &opts.client {
+        Some(id) => builder
+            .with_client_auth_cert(id.certs.clone(), id.key.clone_key())
+            .map_err(|e| {
+                format!(
+                    "client certificate `{}` cannot be used: {e}",
+                    id.cert_path.display()
+                )
+            })?,
+        None => builder.with_no_client_auth(),
+    };
     config.resumption = Resumption::disabled();
     Ok(BaseConfig {
         config: Arc::new(config),

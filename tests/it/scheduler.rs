@@ -367,9 +367,76 @@ async fn runs_against_one_host_keep_the_configured_spacing() {
     starts.sort();
     for w in starts.windows(2) {
         assert!(
-            w[1] - w[0] >= gap - Duration::from_millis(1),
+            // Slots are exactly `gap` apart; a start may be late by the
+            // timer's and the runtime's wake-up delay.
+            w[1] - w[0] >= gap - Duration::from_millis(20),
             "two runs against the host {:?} apart",
             w[1] - w[0]
         );
     }
+}
+
+/// A target answering 429 with `Retry-After: 2` is not probed again for two
+/// seconds, though the probe's interval is 200 ms; the result records the
+/// wait it was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_answer_postpones_the_next_run() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let answer: &[u8] = if n == 0 {
+                b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            };
+            n += 1;
+            let _ = sock.write_all(answer).await;
+        }
+    });
+    let probes = probes_from_yaml(&format!(
+        "probes:\n  - name: api\n    http: {{ url: \"http://127.0.0.1:{port}/\" }}\n    interval: 200ms\n    timeout: 150ms\n"
+    ))
+    .into_iter()
+    .map(Arc::new)
+    .collect();
+    let (sink, mut rx) = channel_sink();
+    let stop = CancellationToken::new();
+    let sched = tokio::spawn(scheduler::run(probes, 4, sink, stop.clone()));
+    let mut runs = Vec::new();
+    while runs.len() < 3 {
+        let (r, m) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("results")
+            .expect("sink open");
+        runs.push((r, m.due + m.lag));
+    }
+    stop.cancel();
+    sched.await.expect("scheduler ends");
+    server.abort();
+    assert_eq!(
+        runs[0].0.details.get("status").and_then(|v| v.as_u64()),
+        Some(429)
+    );
+    assert_eq!(
+        runs[0]
+            .0
+            .details
+            .get("retry_after_s")
+            .and_then(|v| v.as_f64()),
+        Some(2.0)
+    );
+    let pause = runs[1].1 - runs[0].1;
+    assert!(
+        pause >= Duration::from_secs(2),
+        "asked to wait 2 s, ran after {pause:?}"
+    );
+    assert!(pause < Duration::from_secs(3), "{pause:?}");
+    // Then the interval again.
+    let next = runs[2].1 - runs[1].1;
+    assert!(next < Duration::from_millis(400), "{next:?}");
 }
