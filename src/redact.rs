@@ -6,6 +6,7 @@
 //! through [`redact`]. Passwords in URLs are masked whether or not they came
 //! from a variable. This module must never log what it holds.
 
+use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 
 /// Shorter values are not registered: masking every "1" or "on" in output
@@ -13,9 +14,34 @@ use std::sync::{OnceLock, RwLock};
 const MIN_SECRET_LEN: usize = 4;
 const MASK: &str = "***";
 
-fn registry() -> &'static RwLock<Vec<String>> {
-    static SECRETS: OnceLock<RwLock<Vec<String>>> = OnceLock::new();
-    SECRETS.get_or_init(|| RwLock::new(Vec::new()))
+/// The secrets, longest first, and how many [`Temporary`] guards hold
+/// each value that was registered only for a while.
+#[derive(Default)]
+struct Registry {
+    list: Vec<String>,
+    temporary: HashMap<String, usize>,
+}
+
+impl Registry {
+    fn add(&mut self, value: &str) {
+        if !self.list.iter().any(|s| s == value) {
+            self.list.push(value.to_string());
+            // Longest first, so a secret that contains another is masked whole.
+            self.list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+}
+
+fn registry() -> &'static RwLock<Registry> {
+    static SECRETS: OnceLock<RwLock<Registry>> = OnceLock::new();
+    SECRETS.get_or_init(|| RwLock::new(Registry::default()))
+}
+
+fn write() -> std::sync::RwLockWriteGuard<'static, Registry> {
+    match registry().write() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 /// Remembers a value as secret from now on.
@@ -23,26 +49,56 @@ pub fn register(value: &str) {
     if value.chars().count() < MIN_SECRET_LEN {
         return;
     }
-    let mut secrets = match registry().write() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if !secrets.iter().any(|s| s == value) {
-        secrets.push(value.to_string());
-        // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+    let mut r = write();
+    // A value registered for good is no longer only temporary.
+    r.temporary.remove(value);
+    r.add(value);
 }
 
 /// Forgets a registered value that can no longer appear anywhere: an
 /// OAuth2 access token once a fresh one replaced it, so the list (which
 /// every [`redact`] call scans) does not grow with every token fetched.
 pub fn unregister(value: &str) {
-    let mut secrets = match registry().write() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    secrets.retain(|s| s != value);
+    let mut r = write();
+    r.temporary.remove(value);
+    r.list.retain(|s| s != value);
+}
+
+/// A value masked for as long as this guard lives: a secret a flow probe
+/// captured during one run. Guards are counted, so two runs that capture
+/// the same value keep it masked until both are done; a value also
+/// registered for good stays registered.
+#[must_use = "the value is masked only while the guard lives"]
+pub struct Temporary(Option<String>);
+
+/// Masks `value` until the returned guard is dropped.
+pub fn register_temporary(value: &str) -> Temporary {
+    if value.chars().count() < MIN_SECRET_LEN {
+        return Temporary(None);
+    }
+    let mut r = write();
+    let permanent = r.list.iter().any(|s| s == value) && !r.temporary.contains_key(value);
+    if permanent {
+        return Temporary(None);
+    }
+    *r.temporary.entry(value.to_string()).or_insert(0) += 1;
+    r.add(value);
+    Temporary(Some(value.to_string()))
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let Some(value) = self.0.take() else { return };
+        let mut r = write();
+        let Some(count) = r.temporary.get_mut(&value) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            r.temporary.remove(&value);
+            r.list.retain(|s| *s != value);
+        }
+    }
 }
 
 /// Returns `text` with every registered secret and every URL password masked.
@@ -52,7 +108,7 @@ pub fn redact(text: &str) -> String {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
-    for s in secrets.iter() {
+    for s in secrets.list.iter() {
         if out.contains(s.as_str()) {
             out = out.replace(s.as_str(), MASK);
         }
@@ -116,6 +172,25 @@ mod tests {
             redact("old-token-9f8e7d6c new-token-1a2b3c4d"),
             "old-token-9f8e7d6c ***"
         );
+    }
+
+    #[test]
+    fn temporary_values_are_masked_while_any_guard_lives() {
+        let a = register_temporary("captured-5e6f7a8b");
+        let b = register_temporary("captured-5e6f7a8b");
+        assert_eq!(redact("t=captured-5e6f7a8b"), "t=***");
+        drop(a);
+        assert_eq!(redact("t=captured-5e6f7a8b"), "t=***");
+        drop(b);
+        assert_eq!(redact("t=captured-5e6f7a8b"), "t=captured-5e6f7a8b");
+        // A value registered for good outlives a temporary guard.
+        register("config-secret-0a1b2c3d");
+        drop(register_temporary("config-secret-0a1b2c3d"));
+        assert_eq!(redact("config-secret-0a1b2c3d"), "***");
+        let t = register_temporary("both-ways-9a8b7c6d");
+        register("both-ways-9a8b7c6d");
+        drop(t);
+        assert_eq!(redact("both-ways-9a8b7c6d"), "***");
     }
 
     #[test]

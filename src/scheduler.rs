@@ -123,12 +123,13 @@ impl HostGates {
 }
 
 /// The host a probe's runs connect to, for [`HostGates`] (HTTP, status
-/// page, TCP and TLS probes), lower case.
+/// page, TCP and TLS probes; a flow's first step), lower case.
 fn target_host(spec: &ProbeSpec) -> Option<String> {
     use crate::probe::ProbeKind;
     let host = match &spec.kind {
         ProbeKind::Http(h) => h.url.host_str()?.to_string(),
         ProbeKind::Statuspage(sp) => sp.http.url.host_str()?.to_string(),
+        ProbeKind::Flow(f) => f.steps.first()?.http.url.host_str()?.to_string(),
         ProbeKind::Tcp(t) => t.host.clone(),
         ProbeKind::Tls(t) => t.host.clone(),
         _ => return None,

@@ -122,6 +122,44 @@ pub async fn run(cli: &Cli, args: &ProbeArgs) -> Exit {
     }
 }
 
+/// One line of a flow's step: name, request, status, time and outcome.
+fn step_line(step: &serde_json::Value, color: bool) -> String {
+    let text = |k: &str| step.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+    let name = format!("step {}", text("name"));
+    match text("outcome") {
+        "skipped" => format!(
+            "{name:<16}{}",
+            output::paint(color, output::DIM, &format!("skipped: {}", text("reason")))
+        ),
+        outcome => {
+            let status = step
+                .get("status")
+                .map(|v| format!("  {}", crate::expect::text_of(v)))
+                .unwrap_or_default();
+            let took = step
+                .get("duration_ms")
+                .and_then(|v| v.as_f64())
+                .map(|ms| {
+                    format!(
+                        "  {}",
+                        output::ms(std::time::Duration::from_secs_f64(ms / 1000.0))
+                    )
+                })
+                .unwrap_or_default();
+            let verdict = if outcome == "passed" {
+                output::paint(color, output::GREEN, "passed")
+            } else {
+                output::paint(color, output::RED, "failed")
+            };
+            format!(
+                "{name:<16}{} {}{status}{took}  {verdict}",
+                text("method"),
+                text("url")
+            )
+        }
+    }
+}
+
 /// The human report of one run.
 pub fn render(spec: &ProbeSpec, r: &ProbeResult, color: bool) -> String {
     use std::fmt::Write;
@@ -142,6 +180,11 @@ pub fn render(spec: &ProbeSpec, r: &ProbeResult, color: bool) -> String {
         let _ = writeln!(s, "  {:<12}{}", phase.as_str(), output::ms(*d));
     }
     let _ = writeln!(s, "  {:<12}{}", "total", output::ms(r.duration));
+    if let Some(steps) = r.details.get("steps").and_then(|v| v.as_array()) {
+        for step in steps {
+            let _ = writeln!(s, "  {}", step_line(step, color));
+        }
+    }
     let mut details: Vec<String> = r
         .details
         .iter()
@@ -179,4 +222,27 @@ pub fn render(spec: &ProbeSpec, r: &ProbeResult, color: bool) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_steps_print_a_line_each() {
+        let ran = serde_json::json!({"name": "login", "method": "POST", "url": "https://a.example/login",
+            "status": 200, "duration_ms": 12.5, "outcome": "passed"});
+        let line = step_line(&ran, false);
+        assert!(
+            line.starts_with("step login      POST https://a.example/login  200  "),
+            "{line}"
+        );
+        assert!(line.ends_with("  passed"), "{line}");
+        let skipped = serde_json::json!({"name": "logout", "outcome": "skipped",
+            "reason": "${steps.login.token} was not captured"});
+        assert_eq!(
+            step_line(&skipped, false),
+            "step logout     skipped: ${steps.login.token} was not captured"
+        );
+    }
 }

@@ -841,17 +841,7 @@ fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
         }
         _ => None,
     };
-    let expect_latency = expect_map.as_ref().and_then(|em| {
-        let n = em.get("latency")?;
-        let text = cx.string(n, &em.path("latency"))?;
-        match DurationCmp::parse(&text) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                cx.error(&n.pos, &em.path("latency"), e);
-                None
-            }
-        }
-    });
+    let expect_latency = expect_map.as_ref().and_then(|em| compile_latency(cx, em));
     let probe_kind = kind.and_then(|k| {
         let section = m.get(k)?;
         ProbeKind::compile(k, cx, section, &m.path(k), expect_map.as_ref())
@@ -1222,4 +1212,18 @@ fn check_notify(cx: &mut Cx, outlines: &[Outline], declared: &[String]) {
 fn dedupe(d: &mut Diagnostics) {
     let mut seen = HashSet::new();
     d.0.retain(|x| seen.insert((x.file.clone(), x.line, x.column, x.message.clone())));
+}
+
+/// `expect.latency` (`< 800ms`) of an opened `expect:` mapping, if given
+/// and valid.
+pub(crate) fn compile_latency(cx: &mut Cx, em: &Map<'_>) -> Option<DurationCmp> {
+    let n = em.get("latency")?;
+    let text = cx.string(n, &em.path("latency"))?;
+    match DurationCmp::parse(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            cx.error(&n.pos, &em.path("latency"), e);
+            None
+        }
+    }
 }

@@ -29,6 +29,21 @@ pub struct Cx {
     /// in property tests, whose random values would otherwise mask ordinary
     /// words in every later message of the test process).
     pub register_secrets: bool,
+    /// Set while a `flow` probe's step is compiled: each `${steps.S.V}`
+    /// read is recorded here and replaced by a placeholder token
+    /// ([`crate::probe::flow::token`]) that the run fills in. Outside a
+    /// flow such a reference is an error.
+    pub step_refs: Option<Vec<StepRef>>,
+}
+
+/// A `${steps.STEP.VAR}` reference read inside a flow step: the capture it
+/// names and where it was written.
+#[derive(Debug, Clone)]
+pub struct StepRef {
+    pub step: String,
+    pub var: String,
+    pub pos: Pos,
+    pub path: String,
 }
 
 impl Default for Cx {
@@ -44,6 +59,7 @@ impl Cx {
             env,
             base_dir: PathBuf::from("."),
             register_secrets: true,
+            step_refs: None,
         }
     }
 
@@ -301,6 +317,13 @@ impl Cx {
             };
             let inner = &inner_and_tail[..close];
             rest = &inner_and_tail[close + 1..];
+            if let Some(name) = inner.strip_prefix("steps.") {
+                match self.step_ref(inner, name, pos, path) {
+                    Some(token) => out.push_str(&token),
+                    None => ok = false,
+                }
+                continue;
+            }
             match self.resolve(inner) {
                 Ok(v) => {
                     if self.register_secrets {
@@ -316,6 +339,37 @@ impl Cx {
         }
         out.push_str(rest);
         ok.then_some(out)
+    }
+
+    /// Records `${steps.STEP.VAR}` (`name` is `STEP.VAR`) and returns the
+    /// placeholder that stands for it until the run.
+    fn step_ref(&mut self, inner: &str, name: &str, pos: &Pos, path: &str) -> Option<String> {
+        let parts: Vec<&str> = name.split('.').collect();
+        let valid = parts.len() == 2 && parts.iter().all(|p| crate::probe::flow::valid_name(p));
+        if !valid {
+            self.error(
+                pos,
+                path,
+                format!("`${{{inner}}}` is not a valid step reference; write ${{steps.STEP.VARIABLE}}, e.g. ${{steps.login.token}}"),
+            );
+            return None;
+        }
+        let Some(refs) = self.step_refs.as_mut() else {
+            self.error(
+                pos,
+                path,
+                format!("`${{{inner}}}` names a value captured by a flow step; it can be used only in the steps of a `flow` probe"),
+            );
+            return None;
+        };
+        let token = crate::probe::flow::token(refs.len());
+        refs.push(StepRef {
+            step: parts[0].to_string(),
+            var: parts[1].to_string(),
+            pos: pos.clone(),
+            path: path.to_string(),
+        });
+        Some(token)
     }
 
     fn resolve(&self, inner: &str) -> Result<String, String> {

@@ -293,11 +293,11 @@ fn default_headers() -> HeaderMap {
 }
 
 /// Headers that carry credentials: sent only to the configured origin.
-fn is_credential(name: &HeaderName) -> bool {
+pub(crate) fn is_credential(name: &HeaderName) -> bool {
     name == header::AUTHORIZATION || name == header::COOKIE || name == header::PROXY_AUTHORIZATION
 }
 
-fn sensitive(value: &str) -> Option<HeaderValue> {
+pub(crate) fn sensitive(value: &str) -> Option<HeaderValue> {
     let mut v = HeaderValue::from_str(value).ok()?;
     v.set_sensitive(true);
     Some(v)
@@ -920,6 +920,18 @@ pub async fn run(spec: &HttpSpec, trace: &mut Trace) -> Result<(), Failure> {
 /// [`run`], returning the final response's body (read within `max_body`)
 /// for kinds that interpret it, such as `statuspage`.
 pub(crate) async fn fetch_body(spec: &HttpSpec, trace: &mut Trace) -> Result<Vec<u8>, Failure> {
+    fetch_response(spec, trace).await.map(|f| f.body)
+}
+
+/// The final response of a run, for kinds that read more than its status:
+/// a flow step captures values from its headers and body.
+pub(crate) struct Fetched {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// [`run`], returning the final response's headers and body.
+pub(crate) async fn fetch_response(spec: &HttpSpec, trace: &mut Trace) -> Result<Fetched, Failure> {
     let mut headers = spec.headers.clone();
     let mut token = None;
     if let Some(o) = &spec.oauth2 {
@@ -1251,7 +1263,7 @@ async fn finish(
     method: &Method,
     redirects: u32,
     trace: &mut Trace,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Fetched, Failure> {
     let Hop {
         response,
         tls,
@@ -1327,7 +1339,10 @@ async fn finish(
     let body = read_body(spec, method, status, &parts.headers, incoming, trace).await?;
     trace.detail("size", body.len());
     check_body(spec, &body, trace);
-    Ok(body)
+    Ok(Fetched {
+        headers: parts.headers,
+        body,
+    })
 }
 
 async fn read_body(

@@ -15,6 +15,7 @@
 //! (the value a query returns).
 
 pub mod dns;
+pub mod flow;
 pub mod http;
 pub mod kept;
 pub mod mysql;
@@ -50,6 +51,7 @@ pub const KIND_KEYS: &[&str] = &[
     "redis",
     "mysql",
     "statuspage",
+    "flow",
 ];
 
 /// What to probe and how; one variant per kind.
@@ -63,6 +65,7 @@ pub enum ProbeKind {
     Redis(redis::RedisSpec),
     Mysql(mysql::MysqlSpec),
     Statuspage(statuspage::StatuspageSpec),
+    Flow(flow::FlowSpec),
 }
 
 impl ProbeKind {
@@ -76,6 +79,7 @@ impl ProbeKind {
             ProbeKind::Redis(_) => "redis",
             ProbeKind::Mysql(_) => "mysql",
             ProbeKind::Statuspage(_) => "statuspage",
+            ProbeKind::Flow(_) => "flow",
         }
     }
 
@@ -90,6 +94,7 @@ impl ProbeKind {
             "redis" => redis::EXPECT_KEYS,
             "mysql" => mysql::EXPECT_KEYS,
             "statuspage" => statuspage::EXPECT_KEYS,
+            "flow" => flow::EXPECT_KEYS,
             _ => &[],
         }
     }
@@ -113,6 +118,7 @@ impl ProbeKind {
             "redis" => redis::compile(cx, node, path, expect).map(ProbeKind::Redis),
             "mysql" => mysql::compile(cx, node, path, expect).map(ProbeKind::Mysql),
             "statuspage" => statuspage::compile(cx, node, path, expect).map(ProbeKind::Statuspage),
+            "flow" => flow::compile(cx, node, path, expect).map(ProbeKind::Flow),
             _ => None,
         }
     }
@@ -128,6 +134,7 @@ impl ProbeKind {
             ProbeKind::Redis(s) => s.target(),
             ProbeKind::Mysql(s) => s.target(),
             ProbeKind::Statuspage(s) => s.target(),
+            ProbeKind::Flow(s) => s.target(),
         };
         crate::redact::redact(&t)
     }
@@ -148,6 +155,7 @@ impl ProbeKind {
             ProbeKind::Redis(s) => Box::pin(redis::run(s, trace)).await,
             ProbeKind::Mysql(s) => Box::pin(mysql::run(s, trace)).await,
             ProbeKind::Statuspage(s) => Box::pin(statuspage::run(s, trace)).await,
+            ProbeKind::Flow(s) => Box::pin(flow::run(s, trace)).await,
         }
     }
 }
@@ -255,6 +263,12 @@ impl Trace {
 /// set-up. Failures are ignored here: the run itself reports them.
 pub async fn prepare(specs: &[std::sync::Arc<ProbeSpec>]) {
     for spec in specs {
+        if let ProbeKind::Flow(f) = &spec.kind {
+            for step in f.steps.iter().filter(|s| s.http.url.scheme() == "https") {
+                let _ = tlsutil::base_config(&step.http.tls).await;
+            }
+            continue;
+        }
         let opts = match &spec.kind {
             ProbeKind::Http(h) if h.url.scheme() == "https" => &h.tls,
             ProbeKind::Statuspage(s) if s.http.url.scheme() == "https" => &s.http.tls,
@@ -325,7 +339,7 @@ pub async fn run_once(spec: &ProbeSpec) -> ProbeResult {
 
 /// The failure of the first expectation that did not hold, if any; its
 /// message names the expectation and what was seen instead.
-fn first_failed_check(checks: &[Check]) -> Option<Failure> {
+pub(crate) fn first_failed_check(checks: &[Check]) -> Option<Failure> {
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.passed).collect();
     let first = failed.first()?;
     let more = match failed.len() {

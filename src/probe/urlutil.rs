@@ -47,6 +47,21 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Encodes everything but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`), so a value placed in a URL path or query
+/// stays one value whatever it holds.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +71,8 @@ mod tests {
         assert_eq!(percent_decode("a%20b%zz%4"), "a b%zz%4");
         assert_eq!(percent_decode("p%40ss"), "p@ss");
         assert_eq!(percent_decode("%e9%"), "\u{fffd}%");
+        assert_eq!(percent_encode("a b/c?d=é~"), "a%20b%2Fc%3Fd%3D%C3%A9~");
+        assert_eq!(percent_decode(&percent_encode("x&y#z")), "x&y#z");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod config;
 mod deploy;
 mod dns;
 mod faults;
+mod flow;
 mod http;
 mod http_auth;
 mod metrics;

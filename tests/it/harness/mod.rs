@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod daemon;
 pub mod dns_server;
+pub mod http_server;
 pub mod mysql_server;
 pub mod postgres_server;
 pub mod process;
