@@ -41,7 +41,14 @@ pub const DB_WRITE_BUCKETS: &[f64] = &[
 
 /// The values of `lookout_probe_state`'s `state` label, all shown for
 /// every probe (1 for the current one, 0 for the others).
-pub const PROBE_STATES: &[&str] = &["pending", "up", "down", "dependency", "maintenance"];
+pub const PROBE_STATES: &[&str] = &[
+    "pending",
+    "up",
+    "degraded",
+    "down",
+    "dependency",
+    "maintenance",
+];
 
 /// Label names the per-probe families set themselves; configured labels
 /// with these names are skipped.
@@ -840,8 +847,11 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
-        // Five states per probe, one of them 1.
-        assert_eq!(text.matches("lookout_probe_state{").count(), 15);
+        // Every state per probe, one of them 1.
+        assert_eq!(
+            text.matches("lookout_probe_state{").count(),
+            3 * PROBE_STATES.len()
+        );
         assert!(!text.contains("status=\"delivered\""));
 
         // A scrape that could not read the outbox leaves the family out and

@@ -30,6 +30,8 @@ pub struct AlertView {
     /// Start of the open incident (first failure of its streak); with the
     /// probe name it identifies the incident's row in the database.
     pub incident_started: Option<DateTime<Utc>>,
+    /// The open degradation's reason, while the probe is up but degraded.
+    pub degraded: Option<String>,
 }
 
 impl AlertView {
@@ -42,17 +44,25 @@ impl AlertView {
             caused_by: state.incident.as_ref().and_then(|i| i.caused_by.clone()),
             maintenance,
             incident_started: state.incident.as_ref().map(|i| i.started_at),
+            degraded: state
+                .degraded
+                .incident
+                .as_ref()
+                .map(|i| i.reason.clone().unwrap_or_else(|| "degraded".into())),
         }
     }
 
     /// The one word a status page shows: `maintenance` while a window is in
-    /// effect, `dependency` when down because a dependency is down, else
-    /// the status (`pending`, `up`, `down`).
+    /// effect, `dependency` when down because a dependency is down,
+    /// `degraded` when up with an open degradation, else the status
+    /// (`pending`, `up`, `down`).
     pub fn state(&self) -> &'static str {
         if self.maintenance {
             "maintenance"
         } else if self.status == "down" && self.caused_by.is_some() {
             "dependency"
+        } else if self.status == "up" && self.degraded.is_some() {
+            "degraded"
         } else {
             self.status
         }
@@ -123,6 +133,8 @@ mod tests {
                 notified: true,
                 last_notice_at: None,
                 ended_by: None,
+                kind: Default::default(),
+                reason: None,
             })),
             ..ProbeState::new()
         }

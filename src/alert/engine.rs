@@ -29,7 +29,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::maintenance::{silenced, MaintenanceWindow};
-use super::state::{Incident, ProbeState, Status, Transition, Verdict};
+use super::state::{Incident, IncidentKind, ProbeState, Status, Transition, Verdict};
 use crate::config::{Config, ProbeSpec};
 use crate::notify::{Notice, NoticeKind};
 use crate::result::ProbeResult;
@@ -57,6 +57,8 @@ pub struct Engine {
     order: Vec<String>,
     windows: Vec<MaintenanceWindow>,
     public_url: Option<String>,
+    /// `tracing.link`: turns a trace id into a link in notices.
+    trace_link: Option<String>,
     /// Incidents resolved and not yet taken by [`Engine::take_closed`].
     closed: Vec<(String, Incident)>,
 }
@@ -94,6 +96,7 @@ impl Engine {
                 .public_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
+            trace_link: config.tracing.link.clone(),
             closed: Vec::new(),
         }
     }
@@ -115,11 +118,19 @@ impl Engine {
             .cloned()
             .collect();
         for name in removed {
-            let Some(mut inc) = self
+            let taken = self
                 .probes
                 .get_mut(&name)
-                .and_then(|p| p.state.incident.take())
-            else {
+                .map(|p| (p.state.incident.take(), p.state.degraded.incident.take()));
+            let Some((down, degraded)) = taken else {
+                continue;
+            };
+            if let Some(mut inc) = degraded {
+                inc.ended_at = Some(now);
+                inc.ended_by = Some("removed".into());
+                self.closed.push((name.clone(), *inc));
+            }
+            let Some(mut inc) = down else {
                 continue;
             };
             inc.ended_at = Some(now);
@@ -146,11 +157,15 @@ impl Engine {
         out
     }
 
-    /// Takes the ids the database gave incidents, `(probe, started_at,
-    /// id)`, so later notices (reminders, the resolution) carry them.
-    pub fn set_incident_ids(&mut self, ids: &[(String, DateTime<Utc>, i64)]) {
-        for (probe, started_at, id) in ids {
-            if let Some(inc) = self.incident_mut(probe) {
+    /// Takes the ids the database gave incidents, `(probe, kind,
+    /// started_at, id)`, so later notices (reminders, the resolution) carry them.
+    pub fn set_incident_ids(&mut self, ids: &[(String, IncidentKind, DateTime<Utc>, i64)]) {
+        for (probe, kind, started_at, id) in ids {
+            let open = self.probes.get_mut(probe).and_then(|p| match kind {
+                IncidentKind::Down => p.state.incident.as_deref_mut(),
+                IncidentKind::Degraded => p.state.degraded.incident.as_deref_mut(),
+            });
+            if let Some(inc) = open {
                 if inc.started_at == *started_at {
                     inc.id = Some(*id);
                 }
@@ -162,6 +177,16 @@ impl Engine {
     /// change what a probe's view shows).
     pub fn has_windows(&self) -> bool {
         !self.windows.is_empty()
+    }
+
+    /// `tracing.link`, the template that turns a trace id into a URL.
+    pub fn trace_link(&self) -> Option<&str> {
+        self.trace_link.as_deref()
+    }
+
+    /// The alerting settings of one probe, if it is configured.
+    pub fn alert_spec(&self, name: &str) -> Option<&crate::config::AlertSpec> {
+        self.probes.get(name).map(|p| &p.spec.alert)
     }
 
     /// The state of one probe, if it is configured.
@@ -213,18 +238,20 @@ impl Engine {
         let Some(p) = self.probes.get_mut(name) else {
             return Vec::new();
         };
-        let transition = p.state.observe(
-            &p.spec.alert,
-            Verdict {
-                at: result.started_at,
-                success: result.success,
-                failure: result.failure.as_ref(),
-                latency: Some(result.duration),
-            },
-        );
+        let verdict = Verdict {
+            at: result.started_at,
+            success: result.success,
+            failure: result.failure.as_ref(),
+            latency: Some(result.duration),
+        };
+        let transition = p.state.observe(&p.spec.alert, verdict);
+        let degradation = match &p.spec.alert.degraded {
+            Some(rules) => p.state.observe_degradation(rules, verdict),
+            None => Transition::None,
+        };
         let mut out = Vec::new();
         match transition {
-            Transition::None | Transition::BecameUp => {}
+            Transition::None | Transition::BecameUp | Transition::Superseded(_) => {}
             Transition::Opened => {
                 let cause = self.root_cause(name);
                 if let Some(inc) = self.incident_mut(name) {
@@ -245,6 +272,18 @@ impl Engine {
                 self.release(&released, now, &mut out);
             }
         }
+        match degradation {
+            Transition::Opened => self.announce_kind(name, IncidentKind::Degraded, now, &mut out),
+            Transition::Resolved(inc) => {
+                self.closed.push((name.to_string(), inc.clone()));
+                if inc.notified && self.enabled(name) {
+                    let notice = self.notice(name, NoticeKind::Resolved, &inc, now, Vec::new());
+                    self.fan_out(name, notice, &mut out);
+                }
+            }
+            Transition::Superseded(inc) => self.closed.push((name.to_string(), inc)),
+            Transition::None | Transition::BecameUp => {}
+        }
         out
     }
 
@@ -258,13 +297,23 @@ impl Engine {
             .order
             .iter()
             .filter(|n| {
-                self.probes
-                    .get(n.as_str())
-                    .is_some_and(|p| p.state.incident.is_some())
+                self.probes.get(n.as_str()).is_some_and(|p| {
+                    p.state.incident.is_some() || p.state.degraded.incident.is_some()
+                })
             })
             .cloned()
             .collect();
         for name in open {
+            // A degradation a maintenance window held back is owed too
+            // (degradations have no reminders).
+            if self
+                .probes
+                .get(&name)
+                .and_then(|p| p.state.degraded.incident.as_ref())
+                .is_some_and(|i| !i.notified)
+            {
+                self.announce_kind(&name, IncidentKind::Degraded, now, &mut out);
+            }
             let Some(p) = self.probes.get(&name) else {
                 continue;
             };
@@ -337,19 +386,42 @@ impl Engine {
     /// Sends the Opened notice of `name`'s open incident unless alerting is
     /// off for it or a maintenance window covers it (then it stays owed).
     fn announce(&mut self, name: &str, now: DateTime<Utc>, out: &mut Vec<Outgoing>) {
+        self.announce_kind(name, IncidentKind::Down, now, out);
+    }
+
+    /// [`Engine::announce`] for the open incident of `kind`: an outage or a
+    /// degradation.
+    fn announce_kind(
+        &mut self,
+        name: &str,
+        kind: IncidentKind,
+        now: DateTime<Utc>,
+        out: &mut Vec<Outgoing>,
+    ) {
         let Some(p) = self.probes.get(name) else {
             return;
         };
         if !p.spec.alert.enabled || silenced(&self.windows, &p.spec, now) {
             return;
         }
-        let Some(inc) = p.state.incident.clone() else {
+        let open = match kind {
+            IncidentKind::Down => &p.state.incident,
+            IncidentKind::Degraded => &p.state.degraded.incident,
+        };
+        let Some(inc) = open.clone() else {
             return;
         };
-        let dependents = self.dependents(name);
+        let dependents = match kind {
+            IncidentKind::Down => self.dependents(name),
+            IncidentKind::Degraded => Vec::new(),
+        };
         let notice = self.notice(name, NoticeKind::Opened, &inc, now, dependents);
         self.fan_out(name, notice, out);
-        if let Some(i) = self.incident_mut(name) {
+        let open = self.probes.get_mut(name).and_then(|p| match kind {
+            IncidentKind::Down => p.state.incident.as_deref_mut(),
+            IncidentKind::Degraded => p.state.degraded.incident.as_deref_mut(),
+        });
+        if let Some(i) = open {
             i.notified = true;
             i.last_notice_at = Some(now);
         }
@@ -416,9 +488,13 @@ impl Engine {
                 "up",
                 inc.ended_at.unwrap_or(now),
                 inc.ended_at.unwrap_or(now),
-                p.map(|p| p.state.ok_streak).unwrap_or(0),
+                p.map(|p| match inc.kind {
+                    IncidentKind::Down => p.state.ok_streak,
+                    IncidentKind::Degraded => p.state.degraded.fine_streak,
+                })
+                .unwrap_or(0),
             ),
-            _ => ("down", inc.started_at, now, inc.streak),
+            _ => (inc.kind.as_str(), inc.started_at, now, inc.streak),
         };
         Notice {
             kind,
@@ -442,6 +518,11 @@ impl Engine {
                 .map(|u| format!("{u}/probes/{}", url_segment(name))),
             labels: p.map(|p| p.spec.labels.clone()).unwrap_or_default(),
             at: now,
+            incident_kind: inc.kind,
+            reason: inc.reason.clone(),
+            changes: Vec::new(),
+            trace_id: None,
+            trace_url: None,
         }
     }
 
@@ -587,6 +668,54 @@ mod tests {
         );
         assert_eq!(n.labels.get("team").map(String::as_str), Some("web"));
         assert_eq!(n.at, t(11));
+    }
+
+    fn timed(probe: &str, at: i64, ms: u64) -> ProbeResult {
+        ProbeResult {
+            duration: Duration::from_millis(ms),
+            ..result(probe, at, true)
+        }
+    }
+
+    #[test]
+    fn a_degradation_is_notified_as_such_and_resolved_to_the_same_notifiers() {
+        let mut e = engine(&format!(
+            "{HEAD}probes:\n  - name: api\n    http: {{url: \"https://example.com/\"}}\n    alert: {{notify: [ops], degraded: {{latency: 100ms, after: 2, recover_after: 2}}}}\n"
+        ));
+        assert!(e.on_result(&timed("api", 0, 20), t(0)).is_empty());
+        assert!(e.on_result(&timed("api", 10, 250), t(10)).is_empty());
+        let out = e.on_result(&timed("api", 20, 300), t(20));
+        assert_eq!(out.len(), 1);
+        let n = &out[0].notice;
+        assert_eq!(
+            (n.kind, n.state.as_str(), n.incident_kind),
+            (NoticeKind::Opened, "degraded", IncidentKind::Degraded)
+        );
+        assert_eq!(n.since, t(10));
+        assert_eq!(
+            n.reason.as_deref(),
+            Some("latency over 100ms in 2 runs in a row (last 300ms)")
+        );
+        assert_eq!(
+            crate::notify::render::subject(n),
+            "[Lookout] DEGRADED api: latency over 100ms in 2 runs in a row (last 300ms)"
+        );
+        assert_eq!(e.state("api").map(|s| s.status), Some(Status::Up));
+        assert!(e.on_result(&timed("api", 30, 20), t(30)).is_empty());
+        let out = e.on_result(&timed("api", 40, 20), t(40));
+        assert_eq!(out.len(), 1);
+        let n = &out[0].notice;
+        assert_eq!(
+            (n.kind, n.incident_kind),
+            (NoticeKind::Resolved, IncidentKind::Degraded)
+        );
+        assert_eq!(
+            crate::notify::render::subject(n),
+            "[Lookout] RESOLVED api: no longer degraded after 30s"
+        );
+        let closed = e.take_closed();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].1.kind, IncidentKind::Degraded);
     }
 
     #[test]

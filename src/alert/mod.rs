@@ -8,6 +8,7 @@
 //! is tested without sleeping.
 
 pub mod board;
+pub mod changes;
 pub mod engine;
 pub mod maintenance;
 pub mod outbox;

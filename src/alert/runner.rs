@@ -8,16 +8,22 @@
 //! again, and a recovery after the restart is still announced. Results
 //! reach it through a channel whose `send` never blocks, so nothing on the
 //! probing path waits on the database or a notifier.
+//!
+//! It also owns change events: the API hands it each posted event
+//! ([`AlertHandle::post_event`]), it stores it and keeps the last day's
+//! in memory, and an Opened notice cites the ones that match its probe
+//! within `alert.events_window` before the incident started.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
-use tokio::sync::mpsc;
+use chrono::{TimeDelta, Utc};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::changes::{cite, ChangeEvent};
 use super::outbox::OutboxHandle;
 use super::{AlertBoard, AlertView, Engine, Incident, Outgoing, ProbeState};
 use crate::config::Config;
@@ -36,13 +42,16 @@ const TICK: Duration = Duration::from_secs(1);
 /// (2,000 rows a second at 2,000 probes/s) that delayed probes' own timing.
 const QUIET_SAVE_EVERY: u32 = 60;
 
-/// Up, no failure streak, no incident: nothing a restart must restore
-/// exactly.
+/// Up, no failure streak, no incident, no degradation and no failure in
+/// its rate window: nothing a restart must restore exactly.
 fn quiet(s: &ProbeState) -> bool {
     s.status == super::Status::Up
         && s.fail_streak == 0
         && s.streak_started.is_none()
         && s.incident.is_none()
+        && s.degraded.incident.is_none()
+        && s.degraded.bad_streak == 0
+        && s.degraded.recent == 0
 }
 
 /// Whether a result that left the probe in state `after` must be saved:
@@ -67,7 +76,22 @@ fn needs_save(name: &str, was_quiet: bool, after: Option<&ProbeState>) -> bool {
 pub struct AlertHandle {
     tx: mpsc::UnboundedSender<ProbeResult>,
     reconfig: mpsc::UnboundedSender<Arc<Config>>,
+    events: mpsc::UnboundedSender<EventIn>,
 }
+
+/// A change event on its way to the alerting task, and where to answer.
+struct EventIn {
+    event: ChangeEvent,
+    reply: oneshot::Sender<Result<ChangeEvent, String>>,
+}
+
+/// How far back the alerting task keeps events in memory: the longest
+/// `alert.events_window`.
+pub const EVENTS_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// The most events kept in memory (a day of deploys is far fewer).
+const EVENTS_KEPT_MAX: usize = 10_000;
+/// The most changes one notice cites.
+const CITED: usize = 3;
 
 impl AlertHandle {
     /// Never blocks; a result sent after the task stopped is dropped (only
@@ -80,6 +104,18 @@ impl AlertHandle {
     /// [`Engine::reconfigure`]). Never blocks.
     pub fn reconfigure(&self, config: Arc<Config>) {
         let _ = self.reconfig.send(config);
+    }
+
+    /// Stores a change event (see [`super::changes`]) and returns it with
+    /// its id; the error says why it could not be stored.
+    pub async fn post_event(&self, event: ChangeEvent) -> Result<ChangeEvent, String> {
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(EventIn { event, reply })
+            .map_err(|_| "Lookout is shutting down".to_string())?;
+        answer
+            .await
+            .map_err(|_| "Lookout is shutting down".to_string())?
     }
 }
 
@@ -114,10 +150,52 @@ pub async fn spawn_alerting(
         tracing::info!(probes = restored, "alerting state restored");
     }
     publish_all(&engine, &board);
+    let recent = {
+        let store = store.clone();
+        let now = Utc::now();
+        let since = now - TimeDelta::from_std(EVENTS_KEPT).unwrap_or_default();
+        let until = now + TimeDelta::days(1);
+        tokio::task::spawn_blocking(move || {
+            lock(&store).events_between(since, until, EVENTS_KEPT_MAX)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            path: Default::default(),
+            error: std::io::Error::other(e.to_string()),
+        })??
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let (reconfig, reconfigs) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(engine, rx, reconfigs, store, outbox, board, shutdown));
-    Ok((AlertHandle { tx, reconfig }, task))
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let inputs = Inputs {
+        results: rx,
+        reconfigs,
+        events: events_rx,
+    };
+    let task = tokio::spawn(run(
+        engine,
+        inputs,
+        recent.into_iter().rev().collect(),
+        store,
+        outbox,
+        board,
+        shutdown,
+    ));
+    Ok((
+        AlertHandle {
+            tx,
+            reconfig,
+            events,
+        },
+        task,
+    ))
+}
+
+/// What the alerting task listens to.
+struct Inputs {
+    results: mpsc::UnboundedReceiver<ProbeResult>,
+    reconfigs: mpsc::UnboundedReceiver<Arc<Config>>,
+    events: mpsc::UnboundedReceiver<EventIn>,
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -126,13 +204,18 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 
 async fn run(
     mut engine: Engine,
-    mut rx: mpsc::UnboundedReceiver<ProbeResult>,
-    mut reconfigs: mpsc::UnboundedReceiver<Arc<Config>>,
+    inputs: Inputs,
+    mut recent: VecDeque<ChangeEvent>,
     store: Arc<Mutex<Store>>,
     outbox: OutboxHandle,
     board: AlertBoard,
     shutdown: CancellationToken,
 ) {
+    let Inputs {
+        results: mut rx,
+        mut reconfigs,
+        mut events,
+    } = inputs;
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut pending: Vec<Outgoing> = Vec::new();
     let mut ticker = tokio::time::interval(TICK);
@@ -142,7 +225,8 @@ async fn run(
             r = rx.recv() => match r {
                 Some(r) => {
                     let was_quiet = engine.state(&r.probe).is_some_and(quiet);
-                    pending.extend(engine.on_result(&r, Utc::now()));
+                    let caused = engine.on_result(&r, Utc::now());
+                    pending.extend(with_trace(&engine, &r, caused));
                     if needs_save(&r.probe, was_quiet, engine.state(&r.probe)) {
                         dirty.insert(r.probe.clone());
                     }
@@ -150,11 +234,19 @@ async fn run(
                     // A notice is saved (and so sent) at once; streaks of
                     // quiet runs are saved with the next tick.
                     if !pending.is_empty() {
+                        cite_changes(&engine, &recent, &mut pending);
                         save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
                     }
                 }
                 None => break,
             },
+            Some(posted) = events.recv() => {
+                let answer = store_event(&store, posted.event).await;
+                if let Ok(e) = &answer {
+                    remember(&mut recent, e.clone());
+                }
+                let _ = posted.reply.send(answer);
+            }
             Some(config) = reconfigs.recv() => {
                 pending.extend(engine.reconfigure(&config, Utc::now()));
                 save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
@@ -163,6 +255,7 @@ async fn run(
             }
             _ = ticker.tick() => {
                 pending.extend(engine.tick(Utc::now()));
+                cite_changes(&engine, &recent, &mut pending);
                 let incidents = save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
                 // Each result already published its probe; the whole board
                 // needs redoing only when time alone can change a view (a
@@ -180,6 +273,78 @@ async fn run(
         pending.extend(engine.on_result(&r, Utc::now()));
     }
     save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+}
+
+/// Stores a posted event; returns it with its id.
+async fn store_event(
+    store: &Arc<Mutex<Store>>,
+    mut event: ChangeEvent,
+) -> Result<ChangeEvent, String> {
+    let store = store.clone();
+    let saved = event.clone();
+    let id = tokio::task::spawn_blocking(move || lock(&store).insert_event(&saved))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot store a change event");
+            e.to_string()
+        })?;
+    event.id = Some(id);
+    tracing::info!(id, kind = %event.kind, title = %event.title, "change event recorded");
+    Ok(event)
+}
+
+/// Keeps `event` among the recent ones (sorted by time), forgetting those
+/// older than [`EVENTS_KEPT`] and the oldest beyond [`EVENTS_KEPT_MAX`].
+fn remember(recent: &mut VecDeque<ChangeEvent>, event: ChangeEvent) {
+    let at = recent.partition_point(|e| e.at <= event.at);
+    recent.insert(at, event);
+    let floor = Utc::now() - TimeDelta::from_std(EVENTS_KEPT).unwrap_or_default();
+    while recent.front().is_some_and(|e| e.at < floor) || recent.len() > EVENTS_KEPT_MAX {
+        recent.pop_front();
+    }
+}
+
+/// Marks the Opened notices `r` caused with `r`'s trace id (and the link
+/// `tracing.link` makes of it): the request that tipped the probe over.
+fn with_trace(engine: &Engine, r: &ProbeResult, mut caused: Vec<Outgoing>) -> Vec<Outgoing> {
+    let Some(id) = r
+        .details
+        .get("trace_id")
+        .and_then(|v| v.as_str())
+        .filter(|id| crate::tracectx::is_trace_id(id))
+    else {
+        return caused;
+    };
+    for item in &mut caused {
+        let n = &mut item.notice;
+        if n.kind == crate::notify::NoticeKind::Opened && n.probe == r.probe {
+            n.trace_id = Some(id.to_string());
+            n.trace_url = engine
+                .trace_link()
+                .map(|t| crate::tracectx::trace_link(t, id));
+        }
+    }
+    caused
+}
+
+/// Adds to each Opened notice the changes that match its probe and came
+/// shortly before its incident started.
+fn cite_changes(engine: &Engine, recent: &VecDeque<ChangeEvent>, pending: &mut [Outgoing]) {
+    if recent.is_empty() {
+        return;
+    }
+    let events: Vec<ChangeEvent> = recent.iter().cloned().collect();
+    for item in pending.iter_mut() {
+        let n = &mut item.notice;
+        if n.kind != crate::notify::NoticeKind::Opened || !n.changes.is_empty() {
+            continue;
+        }
+        let Some(window) = engine.alert_spec(&n.probe).map(|a| a.events_window) else {
+            continue;
+        };
+        n.changes = cite(&events, &n.labels, n.since, window, CITED);
+    }
 }
 
 /// Shows `name`'s state on the board.
@@ -222,7 +387,9 @@ async fn save(
         .collect();
     let incidents = !closed.is_empty()
         || !pending.is_empty()
-        || states.iter().any(|(_, s)| s.incident.is_some());
+        || states
+            .iter()
+            .any(|(_, s)| s.incident.is_some() || s.degraded.incident.is_some());
     let items = std::mem::take(pending);
     let store = store.clone();
     let job = {

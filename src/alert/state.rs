@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::AlertSpec;
+use crate::config::{AlertSpec, DegradeSpec};
 use crate::result::Failure;
 
 /// Where a probe stands.
@@ -47,7 +47,38 @@ impl Status {
     }
 }
 
-/// One period of a probe being down.
+/// What an incident is about: the probe failing (`down`), or passing but
+/// not well (`degraded`: too slow, or failing too often, see
+/// `alert.degraded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    #[default]
+    Down,
+    Degraded,
+}
+
+impl IncidentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::Down => "down",
+            IncidentKind::Degraded => "degraded",
+        }
+    }
+
+    pub fn parse(s: &str) -> IncidentKind {
+        match s {
+            "degraded" => IncidentKind::Degraded,
+            _ => IncidentKind::Down,
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        *self == IncidentKind::Down
+    }
+}
+
+/// One period of a probe being down (or degraded).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// The incident's id in the database, once stored.
@@ -77,6 +108,12 @@ pub struct Incident {
     /// configuration while down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<String>,
+    #[serde(default, skip_serializing_if = "IncidentKind::is_down")]
+    pub kind: IncidentKind,
+    /// What a degradation is about, in words (`latency over 800ms in 3
+    /// runs in a row (last 1.2s)`, `4 of the last 20 runs failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Everything the alerting engine remembers about one probe.
@@ -103,6 +140,38 @@ pub struct ProbeState {
     /// The open incident while `down` (boxed: most probes have none, and
     /// an inline one would size every probe's state for it).
     pub incident: Option<Box<Incident>>,
+    /// The `alert.degraded` rules' bookkeeping and open degradation.
+    #[serde(default, skip_serializing_if = "Degradation::is_idle")]
+    pub degraded: Degradation,
+}
+
+/// Where a probe stands against `alert.degraded`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Degradation {
+    /// Consecutive runs that held a rule (slow, or the failure rate over).
+    pub bad_streak: u32,
+    /// Consecutive runs that held none.
+    pub fine_streak: u32,
+    /// When the current bad streak started.
+    pub bad_started: Option<DateTime<Utc>>,
+    /// The latest runs' outcomes, newest in bit 0 (1 = failed), and how
+    /// many of the 64 bits are known.
+    pub recent: u64,
+    pub known: u8,
+    /// The open degradation.
+    pub incident: Option<Box<Incident>>,
+}
+
+impl Degradation {
+    /// Nothing worth storing: the state of every probe without the rules.
+    pub fn is_idle(&self) -> bool {
+        *self == Degradation::default()
+    }
+
+    fn failures_in(&self, n: u32) -> u32 {
+        let mask = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+        (self.recent & mask).count_ones()
+    }
 }
 
 /// What one verdict did to the state.
@@ -117,6 +186,9 @@ pub enum Transition {
     Opened,
     /// `recover_after` successes while down: this incident resolved.
     Resolved(Incident),
+    /// A degradation ended because the probe went down: the outage's
+    /// incident takes over; nobody is told separately.
+    Superseded(Incident),
 }
 
 /// One run's verdict, as the state machine needs it.
@@ -147,6 +219,7 @@ impl ProbeState {
             last_latency: None,
             last_run: None,
             incident: None,
+            degraded: Degradation::default(),
         }
     }
 
@@ -221,6 +294,8 @@ impl ProbeState {
                         notified: false,
                         last_notice_at: None,
                         ended_by: None,
+                        kind: IncidentKind::Down,
+                        reason: None,
                     }));
                     Transition::Opened
                 }
@@ -228,6 +303,111 @@ impl ProbeState {
             }
         }
     }
+
+    /// Applies one verdict to the `alert.degraded` rules, after
+    /// [`ProbeState::observe`] applied it to the status. Only a probe that
+    /// is `up` can become degraded; going down supersedes a degradation,
+    /// and the failures of an outage never count toward the rate after it.
+    pub fn observe_degradation(&mut self, spec: &DegradeSpec, v: Verdict<'_>) -> Transition {
+        let d = &mut self.degraded;
+        if self.status == Status::Down {
+            d.recent = 0;
+            d.known = 0;
+            d.bad_streak = 0;
+            d.fine_streak = 0;
+            d.bad_started = None;
+            return match d.incident.take() {
+                Some(mut inc) => {
+                    inc.ended_at = Some(v.at);
+                    inc.ended_by = Some("down".into());
+                    Transition::Superseded(*inc)
+                }
+                None => Transition::None,
+            };
+        }
+        d.recent = (d.recent << 1) | u64::from(!v.success);
+        d.known = d.known.saturating_add(1).min(64);
+        let slow = match (spec.latency, v.latency) {
+            (Some(bound), Some(took)) if v.success => (took > bound).then_some((bound, took)),
+            _ => None,
+        };
+        let rate = spec.failures.and_then(|(f, n)| {
+            let got = d.failures_in(n);
+            (got >= f).then_some((got, n))
+        });
+        if slow.is_some() || rate.is_some() {
+            if d.bad_streak == 0 {
+                d.bad_started = Some(v.at);
+            }
+            d.bad_streak = d.bad_streak.saturating_add(1);
+            d.fine_streak = 0;
+        } else {
+            d.bad_streak = 0;
+            d.bad_started = None;
+            d.fine_streak = d.fine_streak.saturating_add(1);
+        }
+        if self.status != Status::Up {
+            return Transition::None;
+        }
+        if d.incident.is_some() {
+            if d.fine_streak >= spec.recover_after.max(1) {
+                if let Some(mut inc) = d.incident.take() {
+                    inc.ended_at = Some(v.at);
+                    return Transition::Resolved(*inc);
+                }
+            }
+            let why = reason(slow, rate, d.bad_streak);
+            if let (Some(inc), Some(why)) = (d.incident.as_deref_mut(), why) {
+                inc.reason = Some(why);
+                inc.streak = d.bad_streak;
+            }
+            return Transition::None;
+        }
+        let opens = rate.is_some() || (slow.is_some() && d.bad_streak >= spec.after.max(1));
+        if !opens {
+            return Transition::None;
+        }
+        let started = d.bad_started.unwrap_or(v.at);
+        d.incident = Some(Box::new(Incident {
+            id: None,
+            started_at: started,
+            opened_at: v.at,
+            ended_at: None,
+            first_failure: None,
+            last_failure: v.failure.cloned(),
+            streak: d.bad_streak,
+            caused_by: None,
+            notified: false,
+            last_notice_at: None,
+            ended_by: None,
+            kind: IncidentKind::Degraded,
+            reason: reason(slow, rate, d.bad_streak),
+        }));
+        Transition::Opened
+    }
+}
+
+/// A degradation's reason in words: the rate rule first (it is the
+/// stronger signal), else the latency rule.
+fn reason(
+    slow: Option<(Duration, Duration)>,
+    rate: Option<(u32, u32)>,
+    streak: u32,
+) -> Option<String> {
+    if let Some((got, n)) = rate {
+        return Some(format!("{got} of the last {n} runs failed"));
+    }
+    let (bound, took) = slow?;
+    let runs = if streak == 1 {
+        "1 run".to_string()
+    } else {
+        format!("{streak} runs in a row")
+    };
+    Some(format!(
+        "latency over {} in {runs} (last {})",
+        crate::duration::human(bound),
+        crate::duration::human(took)
+    ))
 }
 
 #[cfg(test)]
@@ -292,6 +472,7 @@ pub(super) mod tests {
                     Transition::BecameUp => 'U',
                     Transition::Opened => 'O',
                     Transition::Resolved(_) => 'R',
+                    Transition::Superseded(_) => 'S',
                 });
             }
             assert_eq!(st.status, *want, "after={after} rec={rec} seq={seq}");
@@ -329,6 +510,101 @@ pub(super) mod tests {
         assert_eq!(done.ended_at, Some(t(50)));
         assert_eq!(st.since, Some(t(50)));
         assert_eq!(st.status, Status::Up);
+    }
+
+    /// Runs `seq` through both machines: `+` fast success, `s` slow
+    /// success (300 ms), `-` failure. Returns the degradation transitions
+    /// as letters (. none, O opened, R resolved, S superseded).
+    fn degrade(st: &mut ProbeState, alert: &AlertSpec, rules: &DegradeSpec, seq: &str) -> String {
+        let mut out = String::new();
+        for c in seq.chars() {
+            let at = st
+                .last_run
+                .map_or(0, |t| t.timestamp() - 1_700_000_000 + 10);
+            let f = Failure::new(FailureClass::Connect, "refused");
+            let v = Verdict {
+                at: t(at),
+                success: c != '-',
+                failure: (c == '-').then_some(&f),
+                latency: Some(Duration::from_millis(if c == 's' { 300 } else { 20 })),
+            };
+            st.observe(alert, v);
+            out.push(match st.observe_degradation(rules, v) {
+                Transition::Opened => 'O',
+                Transition::Resolved(_) => 'R',
+                Transition::Superseded(_) => 'S',
+                Transition::None | Transition::BecameUp => '.',
+            });
+        }
+        out
+    }
+
+    fn rules(latency_ms: Option<u64>, failures: Option<(u32, u32)>) -> DegradeSpec {
+        DegradeSpec {
+            latency: latency_ms.map(Duration::from_millis),
+            failures,
+            after: 3,
+            recover_after: 2,
+        }
+    }
+
+    #[test]
+    fn slow_runs_in_a_row_open_a_degradation_and_fast_ones_close_it() {
+        let alert = spec(3, 2);
+        let r = rules(Some(100), None);
+        let mut st = ProbeState::new();
+        // Two slow runs are not enough; a fast one breaks the streak.
+        assert_eq!(degrade(&mut st, &alert, &r, "+ss+ss"), "......");
+        assert_eq!(degrade(&mut st, &alert, &r, "s"), "O");
+        let inc = st.degraded.incident.clone().expect("open");
+        assert_eq!(inc.kind, IncidentKind::Degraded);
+        assert_eq!(inc.started_at, t(40), "the first slow run of the streak");
+        assert_eq!(
+            inc.reason.as_deref(),
+            Some("latency over 100ms in 3 runs in a row (last 300ms)")
+        );
+        assert_eq!(st.status, Status::Up, "a degradation is not an outage");
+        assert_eq!(degrade(&mut st, &alert, &r, "s+s+"), "....");
+        assert_eq!(
+            st.degraded.incident.as_ref().and_then(|i| i.reason.clone()),
+            Some("latency over 100ms in 1 run (last 300ms)".into())
+        );
+        assert_eq!(degrade(&mut st, &alert, &r, "+"), "R");
+        assert!(st.degraded.incident.is_none());
+    }
+
+    #[test]
+    fn scattered_failures_over_the_rate_open_a_degradation() {
+        let alert = spec(3, 2);
+        let r = rules(None, Some((3, 10)));
+        let mut st = ProbeState::new();
+        // Never two failures in a row, so never down; the third within ten
+        // runs opens a degradation at once.
+        assert_eq!(degrade(&mut st, &alert, &r, "+-+-+"), ".....");
+        assert_eq!(degrade(&mut st, &alert, &r, "-"), "O");
+        assert_eq!(
+            st.degraded.incident.as_ref().and_then(|i| i.reason.clone()),
+            Some("3 of the last 10 runs failed".into())
+        );
+        // It holds while the failures are in the window, then two runs
+        // within bounds close it.
+        assert_eq!(degrade(&mut st, &alert, &r, "++"), "..");
+        assert_eq!(degrade(&mut st, &alert, &r, "+++++"), "....R");
+    }
+
+    #[test]
+    fn an_outage_supersedes_a_degradation_and_its_failures_do_not_count_after() {
+        let alert = spec(3, 1);
+        let r = rules(Some(100), Some((2, 20)));
+        let mut st = ProbeState::new();
+        assert_eq!(degrade(&mut st, &alert, &r, "+sss"), "...O");
+        assert_eq!(degrade(&mut st, &alert, &r, "---"), "..S");
+        assert_eq!(st.status, Status::Down);
+        assert!(st.degraded.incident.is_none());
+        // Recovered: the outage's failures are not a failure rate.
+        assert_eq!(degrade(&mut st, &alert, &r, "+++"), "...");
+        assert_eq!(st.status, Status::Up);
+        assert!(st.degraded.is_idle() || st.degraded.incident.is_none());
     }
 
     #[test]

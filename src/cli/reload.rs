@@ -12,8 +12,11 @@
 //! the outbox (notifiers) and the live state (pages, API, metrics).
 //! File events are debounced (a burst of writes is one reload) and a
 //! reload whose files are byte-for-byte the same as the running ones does
-//! nothing. `storage`, `server` and `scheduler` are read only at start: a
-//! change to them is logged as needing a restart.
+//! nothing. `storage`, `server`, `scheduler` and `tracing.otlp` are read
+//! only at start: a change to them is logged as needing a restart. The
+//! rest of `tracing` needs nothing here: `propagate` and `vendor_header`
+//! are compiled into each HTTP probe's definition (a change restarts those
+//! probes' tasks like any changed probe) and `link` goes to the live state.
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -187,12 +190,17 @@ pub fn apply(prev: &Config, next: Config, to: &Targets) -> (Change, Arc<Config>)
     warn_restart_only(prev, &next);
     let change = diff(&prev.probes, &next.probes);
     // Settings read only at start stay as they were.
-    let next = Config {
+    let mut next = Config {
         storage: prev.storage.clone(),
         server: prev.server.clone(),
         scheduler: prev.scheduler.clone(),
         ..next
     };
+    next.tracing.otlp = prev.tracing.otlp.clone();
+    *to.live
+        .trace_link
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = next.tracing.link.clone();
     let next = Arc::new(next);
     let _ = to.scheduler.send(next.probes.clone());
     to.live.reconfigure(&next.probes);
@@ -239,6 +247,9 @@ fn warn_restart_only(prev: &Config, next: &Config) {
     }
     if prev.scheduler != next.scheduler {
         tracing::warn!("`scheduler` changed; it takes effect after a restart");
+    }
+    if prev.tracing.otlp != next.tracing.otlp {
+        tracing::warn!("`tracing.otlp` changed; it takes effect after a restart");
     }
 }
 

@@ -26,6 +26,8 @@ use crate::store::Store;
 
 /// How long shutdown waits for the recorder to flush.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the last spans to reach the collector.
+const OTLP_DEADLINE: Duration = Duration::from_secs(5);
 
 pub async fn run(cli: &Cli) -> Exit {
     let cfg = match load_config(cli) {
@@ -109,8 +111,10 @@ pub async fn run(cli: &Cli) -> Exit {
     let probes: Vec<Arc<ProbeSpec>> = cfg.probes.clone();
     let mut live = LiveState::new(&probes);
     live.alerts = board;
+    live.events = Some(alerts.clone());
     live.history = Some(History::new(server_store));
     live.settings = Arc::new(cfg.server.clone());
+    live.trace_link = Arc::new(std::sync::RwLock::new(cfg.tracing.link.clone()));
     live.metrics.set_recorder(recorder.stats());
     live.metrics.set_notifications(notify_counters);
     live.metrics
@@ -139,6 +143,15 @@ pub async fn run(cli: &Cli) -> Exit {
         "lookout started"
     );
 
+    // OTLP export when configured: the sink offers each result (never
+    // waiting); the exporter ends once the sink is dropped.
+    let (otlp, otlp_task) = match &cfg.tracing.otlp {
+        Some(o) => {
+            let (exporter, task) = crate::otlp::spawn(o, live.probes.clone());
+            (Some(exporter), Some(task))
+        }
+        None => (None, None),
+    };
     let sink: Sink = {
         let live = live.clone();
         let recorder = recorder.clone();
@@ -150,6 +163,9 @@ pub async fn run(cli: &Cli) -> Exit {
             if live.metrics.knows(&r.probe) {
                 live.record(&r);
                 live.metrics.observe(&r, meta.lag);
+            }
+            if let Some(o) = &otlp {
+                o.offer(&r);
             }
             alerts.observe(r.clone());
             recorder.record(r);
@@ -177,6 +193,13 @@ pub async fn run(cli: &Cli) -> Exit {
     scheduler::run_with_updates(probes, concurrency, sink, shutdown.clone(), updates, gates).await;
     shutdown.cancel();
     tracing::info!("probes stopped; flushing results");
+    if let Some(task) = otlp_task {
+        if tokio::time::timeout(OTLP_DEADLINE, task).await.is_err() {
+            tracing::warn!(
+                "the last spans did not reach the OTLP collector within {OTLP_DEADLINE:?}"
+            );
+        }
+    }
 
     // Alerting applies the last results and saves; then the outbox gets a
     // bounded moment to send what is due (the rest is sent after restart).

@@ -1,7 +1,7 @@
 //! The compile step: files in, a validated [`Config`] or every diagnostic out.
 //!
 //! Order of work: parse the main file; read `storage`, `server`,
-//! `scheduler` and `notifiers`; expand `include` globs and parse those
+//! `scheduler`, `notifiers` and `tracing`; expand `include` globs and parse those
 //! files; merge `defaults` into each probe node; compile each probe (its
 //! kind's module validates its own section); then the cross-probe checks:
 //! unique names, `depends_on` targets and cycles, notifier names. Errors in
@@ -31,6 +31,7 @@ const TOP_KEYS: &[&str] = &[
     "probes",
     "maintenance",
     "outbox",
+    "tracing",
 ];
 const INCLUDED_TOP_KEYS: &[&str] = &["probes"];
 const PROBE_COMMON_KEYS: &[&str] = &[
@@ -44,7 +45,15 @@ const PROBE_COMMON_KEYS: &[&str] = &[
     "alert",
     "expect",
 ];
-const ALERT_KEYS: &[&str] = &["after", "recover_after", "remind", "notify"];
+const ALERT_KEYS: &[&str] = &[
+    "after",
+    "recover_after",
+    "remind",
+    "notify",
+    "degraded",
+    "events_window",
+];
+const DEGRADED_KEYS: &[&str] = &["latency", "failures", "after", "recover_after"];
 /// Files larger than this are refused rather than parsed.
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -134,6 +143,13 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option
     let scheduler = compile_scheduler(cx, &top);
     let notifiers = compile_notifiers(cx, &top);
     let outbox = compile_outbox(cx, &top);
+    let tracing = crate::tracectx::compile(cx, &top);
+    // What HTTP probes send; a broken `tracing` section is reported above
+    // and fails the whole configuration, so the default here is never run.
+    let propagation = tracing
+        .as_ref()
+        .map(crate::tracectx::Propagation::of)
+        .unwrap_or_default();
 
     let mut files = vec![path.to_path_buf()];
     // (probe node, key path) from the main file and every include.
@@ -159,7 +175,8 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option
             Some(d) => merge_defaults(d, &node),
             None => node,
         };
-        if let Some(p) = compile_probe(cx, &merged, &path) {
+        if let Some(mut p) = compile_probe(cx, &merged, &path) {
+            crate::tracectx::apply(&mut p.kind, propagation);
             probes.push(Arc::new(p));
         }
         outlines.extend(Outline::of(&merged, &path));
@@ -191,6 +208,7 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option
         scheduler: scheduler?,
         notifiers,
         probes,
+        tracing: tracing?,
     })
 }
 
@@ -997,7 +1015,121 @@ fn compile_alert(cx: &mut Cx, m: &Map<'_>) -> Option<AlertSpec> {
     if a.has("notify") {
         alert.notify = a.string_list(cx, "notify").unwrap_or_default();
     }
+    if a.has("events_window") {
+        match a.duration(cx, "events_window") {
+            Some(w) if w <= crate::alert::runner::EVENTS_KEPT => alert.events_window = w,
+            Some(_) => {
+                a.error_at(
+                    cx,
+                    "events_window",
+                    "at most 24h: older changes are not kept in memory",
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    if let Some(node) = a.get("degraded") {
+        match compile_degraded(cx, node, &a.path("degraded")) {
+            Some(d) => alert.degraded = Some(d),
+            None => ok = false,
+        }
+    }
     ok.then_some(alert)
+}
+
+/// `alert.degraded`: `latency` and/or `failures` (`F of N`), with their
+/// own `after` and `recover_after`.
+fn compile_degraded(cx: &mut Cx, node: &Node, path: &str) -> Option<DegradeSpec> {
+    let d = cx.map(node, path, DEGRADED_KEYS)?;
+    let mut ok = true;
+    let latency = match d.get("latency") {
+        None => None,
+        Some(_) => match d.duration(cx, "latency") {
+            Some(t) if t.is_zero() => {
+                d.error_at(
+                    cx,
+                    "latency",
+                    "the soft latency bound must be longer than zero",
+                );
+                ok = false;
+                None
+            }
+            Some(t) => Some(t),
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    let failures = match d.get("failures") {
+        None => None,
+        Some(_) => match d.str(cx, "failures").map(|t| parse_rate(&t)) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                d.error_at(cx, "failures", e);
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    if ok && latency.is_none() && failures.is_none() {
+        cx.error(
+            &node.pos,
+            path,
+            "give `latency` (a soft bound such as 800ms), `failures` (such as \"3 of 20\") or both",
+        );
+        ok = false;
+    }
+    let mut counts = [3u32, 3u32];
+    for (key, slot) in [("after", 0), ("recover_after", 1)] {
+        if d.has(key) {
+            match d.u64(cx, key) {
+                Some(v) if (1..=10_000).contains(&v) => counts[slot] = v as u32,
+                Some(_) => {
+                    d.error_at(cx, key, "must be between 1 and 10000");
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+    }
+    ok.then_some(DegradeSpec {
+        latency,
+        failures,
+        after: counts[0],
+        recover_after: counts[1],
+    })
+}
+
+/// `F of N` (or `F in N`, `F/N`): F failures among the last N runs.
+fn parse_rate(text: &str) -> Result<(u32, u32), String> {
+    let bad = || {
+        format!("invalid failure rate `{text}`: write F of N, e.g. \"3 of 20\" (3 failed runs among the last 20)")
+    };
+    let t = text.trim();
+    let (f, n) = t
+        .split_once(" of ")
+        .or_else(|| t.split_once(" in "))
+        .or_else(|| t.split_once('/'))
+        .ok_or_else(bad)?;
+    let f: u32 = f.trim().parse().map_err(|_| bad())?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    if f == 0 || n < f {
+        return Err(format!(
+            "invalid failure rate `{text}`: F must be at least 1 and at most N"
+        ));
+    }
+    if n > MAX_RATE_WINDOW {
+        return Err(format!(
+            "invalid failure rate `{text}`: N can be at most {MAX_RATE_WINDOW} runs"
+        ));
+    }
+    Ok((f, n))
 }
 
 /// The cross-probe facts of one probe (after `defaults`), read from its

@@ -41,6 +41,58 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// Maintenance windows that silence notices while they last.
     pub maintenance: Vec<crate::alert::maintenance::MaintenanceWindow>,
+    /// Trace context sent by HTTP probes, the trace link, OTLP export.
+    pub tracing: TracingConfig,
+}
+
+/// The `tracing:` section (see [`crate::tracectx`]). Its propagation
+/// settings are also compiled into each HTTP probe's spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Send `traceparent` on HTTP probes' requests (default true).
+    pub propagate: bool,
+    /// An extra vendor header beside `traceparent`.
+    pub vendor_header: Option<crate::tracectx::VendorHeader>,
+    /// A URL template holding `{trace_id}`: where a trace is shown.
+    pub link: Option<String>,
+    /// Export each run as an OpenTelemetry span, when set.
+    pub otlp: Option<OtlpConfig>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            propagate: true,
+            vendor_header: None,
+            link: None,
+            otlp: None,
+        }
+    }
+}
+
+/// `tracing.otlp`: where spans go (OTLP/HTTP with JSON bodies).
+#[derive(Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// The full URL spans are POSTed to, e.g.
+    /// `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: url::Url,
+    /// Extra request headers (a token); values are registered secrets and
+    /// marked sensitive.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `service.name` of the spans' resource.
+    pub service_name: String,
+}
+
+/// Shows header names, never their values, and the endpoint redacted.
+impl std::fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &crate::redact::redact(self.endpoint.as_str()))
+            .field("headers", &names)
+            .field("service_name", &self.service_name)
+            .finish()
+    }
 }
 
 impl Config {
@@ -234,7 +286,15 @@ pub struct AlertSpec {
     pub recover_after: u32,
     pub remind: Option<Duration>,
     pub notify: Vec<String>,
+    /// `alert.degraded`: when a probe that is up counts as degraded.
+    pub degraded: Option<DegradeSpec>,
+    /// How long before an incident's start a change event is cited in its
+    /// notice.
+    pub events_window: Duration,
 }
+
+/// `alert.events_window` when not given.
+pub const DEFAULT_EVENTS_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 impl Default for AlertSpec {
     fn default() -> Self {
@@ -244,9 +304,30 @@ impl Default for AlertSpec {
             recover_after: 2,
             remind: None,
             notify: Vec::new(),
+            degraded: None,
+            events_window: DEFAULT_EVENTS_WINDOW,
         }
     }
 }
+
+/// `alert.degraded`: the soft rules under which a probe that passes is
+/// still not well. Either rule opens a degradation (an incident of kind
+/// `degraded`, notified like an outage but marked as such).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DegradeSpec {
+    /// A passing run slower than this is slow; `after` slow runs in a row
+    /// open a degradation.
+    pub latency: Option<Duration>,
+    /// `(F, N)`: F failed runs among the last N (N at most 64) open one,
+    /// whether or not they were consecutive.
+    pub failures: Option<(u32, u32)>,
+    pub after: u32,
+    /// Runs in a row with neither rule holding that close it.
+    pub recover_after: u32,
+}
+
+/// The most runs `alert.degraded.failures` can look back over.
+pub const MAX_RATE_WINDOW: u32 = 64;
 
 /// One probe, fully validated and with defaults applied.
 #[derive(Debug, Clone)]

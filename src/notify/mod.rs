@@ -48,7 +48,7 @@ pub enum NoticeKind {
 pub struct Notice {
     pub kind: NoticeKind,
     pub probe: String,
-    /// `down` or `up`.
+    /// `down`, `degraded`, `up`, or `removed` (closed by a reload).
     pub state: String,
     /// The probe's kind (`http`, `postgres`...) and its target, redacted.
     pub probe_kind: String,
@@ -75,6 +75,24 @@ pub struct Notice {
     pub labels: BTreeMap<String, String>,
     /// When the notice was created.
     pub at: DateTime<Utc>,
+    /// What the incident is about: `down` (failing) or `degraded` (passing
+    /// but too slow or failing too often, see `alert.degraded`).
+    #[serde(default)]
+    pub incident_kind: crate::alert::state::IncidentKind,
+    /// A degradation's reason in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Change events (deploys...) that match the probe and came shortly
+    /// before the incident started, newest first (Opened notices only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<crate::alert::changes::ChangeRef>,
+    /// The W3C trace id of the run that opened the incident (HTTP kinds),
+    /// so its request can be found in the backend's traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// `tracing.link` with that trace id filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
 }
 
 /// How a delivery attempt failed, so the caller can decide what to do.
@@ -110,6 +128,11 @@ impl Notice {
             link,
             labels: BTreeMap::new(),
             at: now,
+            incident_kind: Default::default(),
+            reason: None,
+            changes: Vec::new(),
+            trace_id: None,
+            trace_url: None,
         }
     }
 }

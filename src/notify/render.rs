@@ -11,6 +11,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use super::{Notice, NoticeKind};
+use crate::alert::state::IncidentKind;
 use crate::redact::redact;
 use crate::result::Failure;
 
@@ -21,6 +22,7 @@ const SLACK_SECTION_MAX: usize = 3000;
 
 /// Attachment colours by what happened.
 pub const COLOR_DOWN: &str = "#d93025";
+pub const COLOR_DEGRADED: &str = "#e37400";
 pub const COLOR_RESOLVED: &str = "#2e7d32";
 pub const COLOR_TEST: &str = "#9e9e9e";
 
@@ -42,6 +44,17 @@ pub fn redacted(notice: &Notice) -> Notice {
         last_failure: fail(&notice.last_failure),
         dependents: notice.dependents.iter().map(|d| redact(d)).collect(),
         link: notice.link.as_deref().map(redact),
+        reason: notice.reason.as_deref().map(redact),
+        trace_url: notice.trace_url.as_deref().map(redact),
+        changes: notice
+            .changes
+            .iter()
+            .map(|c| crate::alert::changes::ChangeRef {
+                title: redact(&c.title),
+                link: c.link.as_deref().map(redact),
+                ..c.clone()
+            })
+            .collect(),
         labels: notice
             .labels
             .iter()
@@ -90,8 +103,16 @@ fn main_failure(n: &Notice) -> Option<&Failure> {
     n.last_failure.as_ref().or(n.first_failure.as_ref())
 }
 
-/// `DOWN`, `STILL DOWN`, `RESOLVED` or `TEST`.
+/// Whether the notice is about a degradation rather than an outage.
+fn degraded(n: &Notice) -> bool {
+    n.incident_kind == IncidentKind::Degraded
+}
+
+/// `DOWN`, `STILL DOWN`, `DEGRADED`, `RESOLVED` or `TEST`.
 pub fn verb(n: &Notice) -> &'static str {
+    if degraded(n) && n.kind != NoticeKind::Resolved {
+        return "DEGRADED";
+    }
     match n.kind {
         NoticeKind::Opened => "DOWN",
         NoticeKind::Reminder => "STILL DOWN",
@@ -102,6 +123,9 @@ pub fn verb(n: &Notice) -> &'static str {
 
 /// The attachment colour for this notice.
 pub fn color(n: &Notice) -> &'static str {
+    if degraded(n) && n.kind != NoticeKind::Resolved {
+        return COLOR_DEGRADED;
+    }
     match n.kind {
         NoticeKind::Opened | NoticeKind::Reminder => COLOR_DOWN,
         NoticeKind::Resolved => COLOR_RESOLVED,
@@ -114,6 +138,22 @@ pub fn color(n: &Notice) -> &'static str {
 pub fn subject(n: &Notice) -> String {
     let probe = one_line(&n.probe);
     let class = main_failure(n).map(|f| f.class.as_str());
+    if degraded(n) {
+        let reason = one_line(n.reason.as_deref().unwrap_or("degraded"));
+        let s = match (n.kind, n.down_for) {
+            (NoticeKind::Resolved, Some(d)) => {
+                format!(
+                    "[Lookout] RESOLVED {probe}: no longer degraded after {}",
+                    span(d)
+                )
+            }
+            (NoticeKind::Resolved, None) => {
+                format!("[Lookout] RESOLVED {probe}: no longer degraded")
+            }
+            _ => format!("[Lookout] DEGRADED {probe}: {reason}"),
+        };
+        return redact(&s);
+    }
     let s = match n.kind {
         NoticeKind::Opened => match class {
             Some(c) => format!("[Lookout] DOWN {probe}: {c}"),
@@ -144,6 +184,19 @@ pub fn subject(n: &Notice) -> String {
 /// One sentence saying what happened.
 pub fn headline(n: &Notice) -> String {
     let p = &n.probe;
+    if degraded(n) {
+        let s = match (n.kind, n.down_for) {
+            (NoticeKind::Resolved, Some(d)) => {
+                format!("{p} is no longer degraded, after {}", span(d))
+            }
+            (NoticeKind::Resolved, None) => format!("{p} is no longer degraded"),
+            _ => match &n.reason {
+                Some(r) => format!("{p} is DEGRADED: {r}"),
+                None => format!("{p} is DEGRADED"),
+            },
+        };
+        return one_line(&s);
+    }
     let s = match n.kind {
         NoticeKind::Opened => match main_failure(n) {
             Some(f) => format!("{p} is DOWN: {}", f.class),
@@ -174,11 +227,23 @@ pub fn facts(n: &Notice) -> Vec<(&'static str, String)> {
         ("Since", when(n.since)),
     ];
     if let Some(d) = n.down_for {
-        let label = match n.kind {
-            NoticeKind::Resolved => "Was down for",
-            _ => "Down for",
+        let label = match (n.kind, degraded(n)) {
+            (NoticeKind::Resolved, false) => "Was down for",
+            (NoticeKind::Resolved, true) => "Was degraded for",
+            (_, false) => "Down for",
+            (_, true) => "Degraded for",
         };
         out.push((label, span(d)));
+    }
+    if let Some(r) = &n.reason {
+        out.push(("Reason", r.clone()));
+    }
+    if !n.changes.is_empty() {
+        let said: Vec<String> = n.changes.iter().map(|c| c.sentence()).collect();
+        out.push(("Changes", said.join("; ")));
+    }
+    if let Some(id) = &n.trace_id {
+        out.push(("Trace", n.trace_url.clone().unwrap_or_else(|| id.clone())));
     }
     if let Some(f) = main_failure(n) {
         out.push(("Class", f.class.as_str().to_string()));
@@ -186,7 +251,12 @@ pub fn facts(n: &Notice) -> Vec<(&'static str, String)> {
     if let Some(d) = n.last_latency {
         out.push(("Last latency", crate::duration::human(d)));
     }
-    if n.kind != NoticeKind::Test && n.state != "removed" {
+    if degraded(n) && n.kind == NoticeKind::Resolved {
+        out.push((
+            "Streak",
+            format!("{} runs in a row within bounds", n.streak),
+        ));
+    } else if n.kind != NoticeKind::Test && n.state != "removed" && !degraded(n) {
         let what = match (n.kind, n.streak) {
             (NoticeKind::Resolved, 1) => "success",
             (NoticeKind::Resolved, _) => "successes",
@@ -423,6 +493,11 @@ mod tests {
             incident: Some(42),
             link: Some("https://lookout.example/probes/checkout-api".into()),
             labels: BTreeMap::from([("team".into(), "shop".into())]),
+            incident_kind: IncidentKind::Down,
+            reason: None,
+            changes: Vec::new(),
+            trace_id: None,
+            trace_url: None,
             at: since,
         }
     }

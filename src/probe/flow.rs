@@ -54,8 +54,9 @@ const CLEANUP_SHARE: u32 = 4;
 /// Steps end this much before the run's timeout, so the flow (not the
 /// outer bound) reports which step ran out of time.
 const MARGIN: Duration = Duration::from_millis(5);
-/// Detail keys that belong to the flow, not to the step that just ran.
-const FLOW_DETAILS: &[&str] = &["steps", "failed_step", "retry_after_s"];
+/// Detail keys that belong to the flow, not to the step that just ran:
+/// `trace_id` is the run's (every step's requests share it).
+const FLOW_DETAILS: &[&str] = &["steps", "failed_step", "retry_after_s", "trace_id"];
 
 /// The placeholder that stands for the `i`th `${steps...}` reference of a
 /// step between compiling and running: lower-case letters and digits, so
@@ -554,6 +555,8 @@ fn reserve(spec: &FlowSpec, run: Duration) -> Duration {
 }
 
 pub async fn run(spec: &FlowSpec, trace: &mut Trace) -> Result<(), Failure> {
+    // The run's root span is the flow; each step's request is its child.
+    trace.reserve_root_span();
     let started = Instant::now();
     let run_time = trace.timeout().unwrap_or(Duration::from_secs(3600));
     let kept = reserve(spec, run_time);
@@ -623,6 +626,7 @@ async fn run_step(
     };
     let phases_before = trace.phases.clone();
     let checks_before = trace.checks.len();
+    let spans_before = trace.spans_sent().len();
     let t0 = Instant::now();
     let outcome = tokio::time::timeout(budget, http::fetch_response(&request, trace)).await;
     let took = t0.elapsed();
@@ -679,6 +683,11 @@ async fn run_step(
     record.insert("name".into(), step.name.clone().into());
     record.insert("method".into(), request.method.as_str().into());
     record.insert("url".into(), request.target().into());
+    // The span the step's (first) request was sent with, to find it in
+    // the backend's traces.
+    if let Some(span) = trace.spans_sent().get(spans_before) {
+        record.insert("span_id".into(), span.to_string().into());
+    }
     let keys: Vec<String> = trace
         .details
         .keys()

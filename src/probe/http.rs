@@ -8,6 +8,9 @@
 //! run is bounded from outside by `run_once`'s timeout, so everything here is
 //! cancel-safe: dropping the run drops the socket and aborts the connection
 //! task. The body is read into memory up to `max_body` and no further.
+//! Every request (each redirect hop) carries the run's W3C trace context
+//! with its own span id, as the spec's `propagation` says
+//! ([`crate::tracectx::inject`]).
 
 use std::error::Error as StdError;
 use std::sync::{Arc, LazyLock};
@@ -35,6 +38,7 @@ use crate::probe::tlsutil::{self, Handshake, TlsOptions};
 use crate::probe::urlutil::percent_decode;
 use crate::probe::Trace;
 use crate::result::{Failure, FailureClass, Phase};
+use crate::tracectx::Propagation;
 
 /// Keys accepted in the `http:` section.
 pub const KEYS: &[&str] = &[
@@ -103,6 +107,9 @@ pub struct HttpSpec {
     /// Whether the probe sends credentials (any `auth`, `basic_auth`,
     /// `bearer_token`, or an `Authorization` header).
     pub credentials: bool,
+    /// The trace headers every request carries (`traceparent`, maybe a
+    /// vendor header), from the configuration's `tracing` section.
+    pub propagation: Propagation,
     /// Boxed to keep `ProbeKind` small: most of a spec is its expectations.
     pub expect: Box<HttpExpect>,
 }
@@ -170,6 +177,7 @@ pub fn from_url(url: &str) -> Result<HttpSpec, String> {
         oauth2: None,
         api_key_query: None,
         credentials,
+        propagation: Propagation::default(),
         expect: Box::default(),
     })
 }
@@ -236,6 +244,9 @@ pub fn compile(cx: &mut Cx, node: &Node, path: &str, expect: Option<&Map<'_>>) -
         oauth2: auth.oauth2.map(Arc::new),
         api_key_query: auth.query.map(Arc::new),
         credentials,
+        // The `tracing` section's choice is applied after every probe
+        // compiled (`tracectx::apply`).
+        propagation: Propagation::default(),
         expect: Box::new(expect?),
     })
 }
@@ -1054,7 +1065,9 @@ async fn fetch(
     } else {
         None
     };
-    let request = build_request(spec, headers, url, method, body, with_credentials)?;
+    let mut request = build_request(spec, headers, url, method, body, with_credentials)?;
+    // Every hop is its own request with its own span id, in the run's trace.
+    crate::tracectx::inject(spec.propagation, request.headers_mut(), trace);
     let port = url
         .port_or_known_default()
         .unwrap_or(if https { 443 } else { 80 });
@@ -1240,7 +1253,7 @@ fn closed_early(e: &hyper::Error) -> bool {
 }
 
 /// An error and its sources, joined: hyper's top-level messages are terse.
-fn chain(e: &dyn StdError) -> String {
+pub(crate) fn chain(e: &dyn StdError) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -175,6 +175,9 @@ pub struct Trace {
     /// `run_once`). Kinds pass what is left of it to servers that can
     /// bound their own work, such as a database's statement timeout.
     timeout: Option<Duration>,
+    /// The run's W3C trace context: empty (no id, no allocation) until an
+    /// HTTP request propagates it (`tracectx::inject`).
+    context: crate::tracectx::RunContext,
 }
 
 impl Default for Trace {
@@ -194,6 +197,7 @@ impl Trace {
             checks: Vec::new(),
             details: serde_json::Map::new(),
             timeout: None,
+            context: crate::tracectx::RunContext::default(),
         }
     }
 
@@ -240,6 +244,46 @@ impl Trace {
 
     pub fn detail(&mut self, key: &str, value: impl Into<serde_json::Value>) {
         self.details.insert(key.to_string(), value.into());
+    }
+
+    /// The run's trace id: created on first use (one per run, shared by
+    /// every request of it, a flow's steps too) and recorded then as
+    /// `details.trace_id`. `None` only when the system has no randomness
+    /// to give; the request then goes without trace headers.
+    pub fn trace_id(&mut self) -> Option<crate::tracectx::TraceId> {
+        if let Some(id) = self.context.trace_id {
+            return Some(id);
+        }
+        let id = crate::tracectx::TraceId::random()?;
+        self.context.trace_id = Some(id);
+        self.detail("trace_id", id.to_string());
+        Some(id)
+    }
+
+    /// The span id for one outgoing request of the run: the run's root
+    /// span ([`crate::tracectx::root_span_of`]) for its first request,
+    /// unless [`Trace::reserve_root_span`] kept it for the run, and a
+    /// fresh one for every other request. Call after [`Trace::trace_id`].
+    pub fn request_span(&mut self) -> Option<crate::tracectx::SpanId> {
+        let c = &mut self.context;
+        let span = match c.trace_id {
+            Some(t) if c.sent.is_empty() && !c.root_reserved => crate::tracectx::root_span_of(t),
+            Some(_) => crate::tracectx::SpanId::random()?,
+            None => return None,
+        };
+        c.sent.push(span);
+        Some(span)
+    }
+
+    /// Keeps the root span for the run as a whole, so every request gets
+    /// its own child span (a flow: one per step).
+    pub fn reserve_root_span(&mut self) {
+        self.context.root_reserved = true;
+    }
+
+    /// The span ids the run's requests were sent with, in order.
+    pub fn spans_sent(&self) -> &[crate::tracectx::SpanId] {
+        &self.context.sent
     }
 
     /// Records one expectation's verdict. `expectation` is written as in

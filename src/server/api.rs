@@ -46,7 +46,14 @@ const WINDOWS: [(&str, i64); 4] = [
     ("30d", 30 * 86_400),
 ];
 /// The alerting states a probe can be in (`state=` values).
-const STATES: [&str; 5] = ["pending", "up", "down", "maintenance", "dependency"];
+const STATES: [&str; 6] = [
+    "pending",
+    "up",
+    "degraded",
+    "down",
+    "maintenance",
+    "dependency",
+];
 
 type Handler = MethodRouter<LiveState>;
 
@@ -59,6 +66,11 @@ fn table() -> Vec<(&'static str, Handler)> {
         ("/api/v1/probes/{name}/results", get(results)),
         ("/api/v1/probes/{name}/stats", get(stats)),
         ("/api/v1/incidents", get(incidents)),
+        ("/api/v1/incidents/{id}", get(super::timeline::incident)),
+        (
+            "/api/v1/events",
+            get(super::events_api::list).post(super::events_api::post),
+        ),
         ("/api/v1/openapi.json", get(openapi)),
     ]
 }
@@ -92,14 +104,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    fn bad(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -140,10 +152,10 @@ impl From<HistoryError> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// User input echoed in a message, cut short so an error stays one line.
-fn shown(s: &str) -> String {
+pub(super) fn shown(s: &str) -> String {
     let mut out: String = s.chars().take(80).collect();
     if out.len() < s.len() {
         out.push('…');
@@ -165,7 +177,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let mut res = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
-            "method {method} is not allowed on {}; the API only answers GET",
+            "method {method} is not allowed on {}; the API answers GET (and POST on /api/v1/events)",
             shown(uri.path())
         ),
     )
@@ -178,12 +190,16 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 // ---------------------------------------------------------------- parameters
 
 /// The query string, checked against the parameters an endpoint takes.
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
     /// Rejects unknown parameters, empty values and repeats of parameters
     /// not in `repeatable`.
-    fn parse(raw: Option<&str>, allowed: &[&str], repeatable: &[&str]) -> Result<Params, ApiError> {
+    pub(super) fn parse(
+        raw: Option<&str>,
+        allowed: &[&str],
+        repeatable: &[&str],
+    ) -> Result<Params, ApiError> {
         let pairs: Vec<(String, String)> =
             url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -210,14 +226,14 @@ impl Params {
         Ok(Params(pairs))
     }
 
-    fn one(&self, key: &str) -> Option<&str> {
+    pub(super) fn one(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 
-    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(super) fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
             .filter(move |(k, _)| k == key)
@@ -225,7 +241,7 @@ impl Params {
     }
 }
 
-fn parse_limit(v: Option<&str>) -> Result<usize, ApiError> {
+pub(super) fn parse_limit(v: Option<&str>) -> Result<usize, ApiError> {
     let Some(v) = v else {
         return Ok(DEFAULT_LIMIT);
     };
@@ -240,7 +256,7 @@ fn parse_limit(v: Option<&str>) -> Result<usize, ApiError> {
 
 /// An RFC 3339 time or unix milliseconds. A `+` in an offset that arrived
 /// unencoded (and so reads as a space) is taken as the `+` it was.
-fn parse_time(key: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(super) fn parse_time(key: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
     let bad = || {
         ApiError::bad(format!(
             "`{key}` must be an RFC 3339 time (e.g. 2025-05-01T12:00:00Z) or unix \
@@ -315,7 +331,7 @@ fn find(s: &LiveState, name: Result<Path<String>, PathRejection>) -> Result<Prob
 }
 
 /// Runs `query` on the history database; 503 without one.
-async fn history<R, F>(s: &LiveState, query: F) -> Result<R, ApiError>
+pub(super) async fn history<R, F>(s: &LiveState, query: F) -> Result<R, ApiError>
 where
     R: Send + 'static,
     F: FnOnce(&Store) -> Result<R, StoreError> + Send + 'static,
@@ -344,13 +360,13 @@ fn segment(s: &str) -> String {
 
 // ---------------------------------------------------------------- views
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(super) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Milliseconds to the microsecond (the precision history keeps), as the
 /// closest float: 979µs reads 0.979.
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
@@ -437,6 +453,9 @@ struct ProbeView<'a> {
     since: Option<String>,
     streak: Streak,
     caused_by: Option<String>,
+    /// The open degradation's reason, while `state` is `degraded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    degraded: Option<String>,
     last: Option<LastRun>,
     uptime_24h: Option<f64>,
 }
@@ -461,6 +480,7 @@ impl<'a> ProbeView<'a> {
                 successes: alert.map_or(0, |a| a.ok_streak),
             },
             caused_by: alert.and_then(|a| a.caused_by.clone()),
+            degraded: alert.and_then(|a| a.degraded.clone()),
             last: last.map(LastRun::of),
             uptime_24h: day.and_then(Counts::uptime),
         }
@@ -538,9 +558,11 @@ impl StatsView {
 }
 
 #[derive(Debug, Serialize)]
-struct IncidentView {
+pub(super) struct IncidentView {
     id: i64,
     probe: String,
+    /// `down` (an outage) or `degraded`.
+    kind: &'static str,
     state: &'static str,
     started_at: String,
     opened_at: String,
@@ -553,14 +575,18 @@ struct IncidentView {
     first_failure: Option<FailureView>,
     last_failure: Option<FailureView>,
     streak: u32,
+    /// A degradation's reason in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl IncidentView {
-    fn of(i: &StoredIncident, now: DateTime<Utc>) -> IncidentView {
+    pub(super) fn of(i: &StoredIncident, now: DateTime<Utc>) -> IncidentView {
         let end = i.ended_at.unwrap_or(now);
         IncidentView {
             id: i.id,
             probe: i.probe.clone(),
+            kind: i.kind.as_str(),
             state: if i.ended_at.is_some() {
                 "resolved"
             } else {
@@ -575,6 +601,7 @@ impl IncidentView {
             first_failure: FailureView::stored(&i.first_class, &i.first_message),
             last_failure: FailureView::stored(&i.last_class, &i.last_message),
             streak: i.streak,
+            reason: i.reason.clone(),
         }
     }
 }
@@ -615,7 +642,7 @@ async fn last_and_day(
 }
 
 /// `key:value` of a `label` filter.
-fn parse_label(v: &str) -> Result<(&str, &str), ApiError> {
+pub(super) fn parse_label(v: &str) -> Result<(&str, &str), ApiError> {
     v.split_once(':').ok_or_else(|| {
         ApiError::bad(format!(
             "`label` must be key:value (e.g. label=team:core), not `{}`",
@@ -720,10 +747,10 @@ async fn detail(
 }
 
 /// Optional bounds of a time range.
-type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+pub(super) type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// `since`/`until` of a query, checked to be in order.
-fn time_range(p: &Params) -> Result<Bounds, ApiError> {
+pub(super) fn time_range(p: &Params) -> Result<Bounds, ApiError> {
     let since = p.one("since").map(|v| parse_time("since", v)).transpose()?;
     let until = p.one("until").map(|v| parse_time("until", v)).transpose()?;
     if let (Some(a), Some(b)) = (since, until) {

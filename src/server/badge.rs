@@ -76,6 +76,7 @@ pub fn state_colour(state: &str) -> &'static str {
         "up" => "#1a7f37",
         "down" => "#cf222e",
         "dependency" => "#bc4c00",
+        "degraded" => "#bf8700",
         "maintenance" => "#8250df",
         _ => "#6e7781",
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 
 use super::html::{self, Esc};
+use crate::alert::changes::ChangeEvent;
 use crate::store::SeriesPoint;
 
 /// A chart's size in viewBox units (it scales to its container).
@@ -196,6 +197,19 @@ pub fn render(
     until: DateTime<Utc>,
     size: Size,
 ) -> String {
+    render_marked(probe, series, since, until, size, &[])
+}
+
+/// [`render`] with a dashed vertical mark (titled with what changed) at
+/// each change event in the window.
+pub fn render_marked(
+    probe: &str,
+    series: &[SeriesPoint],
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    size: Size,
+    events: &[ChangeEvent],
+) -> String {
     let plot = Plot::of(size);
     let p50: Vec<Option<f64>> = series.iter().map(|p| ms(p.p50)).collect();
     let p95: Vec<Option<f64>> = series.iter().map(|p| ms(p.p95).or(ms(p.p50))).collect();
@@ -229,6 +243,7 @@ pub fn render(
     );
     y_axis(&mut svg, plot, top, &lines);
     x_axis(&mut svg, plot, since, until, size.label_hours);
+    marks(&mut svg, plot, since, until, events);
     let _ = write!(
         svg,
         "<path class=\"p95\" fill=\"none\" stroke=\"#bf8700\" d=\"{}\"/>\
@@ -243,6 +258,44 @@ pub fn render(
         plot.y - 5.0,
     );
     svg
+}
+
+/// Where in `[since, until)` each event falls, as a fraction of the
+/// width; events outside the window are left out.
+pub fn event_marks(
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    events: &[ChangeEvent],
+) -> Vec<(f64, &ChangeEvent)> {
+    let span = (until - since).num_milliseconds() as f64;
+    if span <= 0.0 {
+        return Vec::new();
+    }
+    events
+        .iter()
+        .filter(|e| e.at >= since && e.at < until)
+        .map(|e| ((e.at - since).num_milliseconds() as f64 / span, e))
+        .collect()
+}
+
+fn marks(
+    svg: &mut String,
+    plot: Plot,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    events: &[ChangeEvent],
+) {
+    for (f, e) in event_marks(since, until, events) {
+        let x = plot.x + f * plot.w;
+        let _ = write!(
+            svg,
+            "<g class=\"event\"><title>{} at {} UTC</title><path stroke=\"#8250df\" stroke-dasharray=\"3 3\" d=\"M{x:.1} {:.0}V{:.0}\"/></g>",
+            Esc(&e.describe()),
+            e.at.format("%H:%M"),
+            plot.y,
+            plot.bottom()
+        );
+    }
 }
 
 fn y_axis(svg: &mut String, plot: Plot, top: f64, lines: &[f64]) {
@@ -286,6 +339,37 @@ fn x_axis(svg: &mut String, plot: Plot, since: DateTime<Utc>, until: DateTime<Ut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_events_are_marked_where_they_happened() {
+        let since = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let until = since + chrono::TimeDelta::hours(24);
+        let event = |h: i64, title: &str| ChangeEvent {
+            id: None,
+            at: since + chrono::TimeDelta::hours(h),
+            kind: "deploy".into(),
+            title: title.into(),
+            labels: [("service".to_string(), "checkout".to_string())].into(),
+            link: None,
+        };
+        let events = [event(6, "v1"), event(30, "later"), event(-1, "before")];
+        let marks = event_marks(since, until, &events);
+        assert_eq!(marks.len(), 1);
+        assert!((marks[0].0 - 0.25).abs() < 1e-9);
+        let series = [SeriesPoint {
+            start: since,
+            count: 1,
+            failures: 0,
+            p50: Some(Duration::from_millis(5)),
+            p95: Some(Duration::from_millis(9)),
+        }];
+        let svg = render_marked("p", &series, since, until, LARGE, &events);
+        assert_eq!(svg.matches("class=\"event\"").count(), 1);
+        assert!(
+            svg.contains("<title>deploy &quot;v1&quot; of service checkout at 04:13 UTC</title>"),
+            "{svg}"
+        );
+    }
 
     fn plot() -> Plot {
         Plot {

@@ -24,11 +24,13 @@ pub mod api;
 pub mod auth;
 pub mod badge;
 mod chart;
+mod events_api;
 mod history;
 mod html;
 pub mod pages;
 mod probe_page;
 mod status_page;
+mod timeline;
 
 pub use history::History;
 
@@ -57,6 +59,12 @@ pub struct LiveState {
     pub history: Option<History>,
     /// What the server needs of the configuration: auth, public URL.
     pub settings: Arc<crate::config::Server>,
+    /// `tracing.link`: the URL template (holding `{trace_id}`) that turns
+    /// a result's trace id into a link; replaced by a reload.
+    pub trace_link: Arc<RwLock<Option<String>>>,
+    /// The alerting task, which takes posted change events; `None` outside
+    /// `lookout run` (tests, a server without alerting).
+    pub events: Option<crate::alert::runner::AlertHandle>,
 }
 
 /// The configured probes' descriptions, shared by every handler and
@@ -114,6 +122,8 @@ impl LiveState {
             alerts: AlertBoard::default(),
             history: None,
             settings: Arc::default(),
+            trace_link: Arc::default(),
+            events: None,
         }
     }
 

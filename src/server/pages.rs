@@ -21,11 +21,12 @@ use super::html::{self, Esc};
 use super::{probe_page, status_page, LiveState, ProbeInfo};
 use crate::alert::AlertView;
 
-/// `/`, `/probes/{name}` and `/assets/...`.
+/// `/`, `/probes/{name}`, `/incidents/{id}` and `/assets/...`.
 pub fn routes() -> Router<LiveState> {
     Router::new()
         .route("/", get(index))
         .route("/probes/{name}", get(probe))
+        .route("/incidents/{id}", get(incident))
         .route("/assets/{file}", get(asset))
         .route(
             "/favicon.ico",
@@ -34,7 +35,14 @@ pub fn routes() -> Router<LiveState> {
 }
 
 /// The states a probe can be shown in, in the order the summary lists them.
-pub const STATES: [&str; 5] = ["up", "down", "dependency", "maintenance", "pending"];
+pub const STATES: [&str; 6] = [
+    "up",
+    "degraded",
+    "down",
+    "dependency",
+    "maintenance",
+    "pending",
+];
 
 /// The word the pages show for a probe: the alerting board's, or `pending`
 /// before the alerting task published anything.
@@ -60,6 +68,25 @@ async fn probe(State(s): State<LiveState>, Path(name): Path<String>) -> Response
             "Unknown probe",
             &format!("No probe is named `{name}` in this configuration."),
         ),
+    }
+}
+
+async fn incident(State(s): State<LiveState>, Path(id): Path<String>) -> Response {
+    match super::timeline::page(&s, &id).await {
+        Ok(Some(page)) => html_response(StatusCode::OK, page),
+        Ok(None) => error_page(
+            StatusCode::NOT_FOUND,
+            "Unknown incident",
+            &format!("There is no incident #{id}."),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "incident page: history unavailable");
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "History unavailable",
+                "The history database cannot answer right now.",
+            )
+        }
     }
 }
 

@@ -63,6 +63,7 @@ fn view(status: &'static str, caused_by: Option<&str>) -> AlertView {
         caused_by: caused_by.map(str::to_string),
         maintenance: false,
         incident_started: None,
+        degraded: None,
     }
 }
 

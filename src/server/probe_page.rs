@@ -1,7 +1,8 @@
 //! The page of one probe (`/probes/{name}`): its state and description,
 //! uptime and latency over 1h/24h/7d/30d, a larger 24-hour latency chart,
-//! its recent results (failure class and message, phase timings, details)
-//! and its incidents, plus the Markdown to embed its badges.
+//! its recent results (failure class and message, phase timings, details,
+//! the trace id linked through `tracing.link`) and its incidents, plus the
+//! Markdown to embed its badges.
 //!
 //! One probe's page costs a handful of queries, all run in one go on the
 //! server's read connection; nothing is cached.
@@ -14,6 +15,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use super::html::{self, path_segment, Esc};
 use super::status_page::incidents;
 use super::{chart, pages, LiveState, ProbeInfo};
+use crate::alert::changes::ChangeEvent;
 use crate::alert::AlertView;
 use crate::result::ProbeResult;
 use crate::store::alert_state::StoredIncident;
@@ -40,6 +42,8 @@ struct Past {
     series: Vec<SeriesPoint>,
     results: Vec<ProbeResult>,
     incidents: Vec<StoredIncident>,
+    /// Change events in the chart's window that match the probe.
+    events: Vec<ChangeEvent>,
 }
 
 /// The page of probe `name`; `None` when no probe has that name.
@@ -50,7 +54,7 @@ pub async fn render(s: &LiveState, name: &str) -> Option<String> {
     let step = TimeDelta::minutes(STEP_MINUTES);
     let until = now.duration_trunc(step).map_or(now, |t| t + step);
     let since = until - TimeDelta::hours(24);
-    let (past, error) = match read_past(s, name, now, since, until).await {
+    let (past, error) = match read_past(s, info, now, since, until).await {
         Ok(p) => (p, false),
         Err(e) => {
             tracing::warn!(probe = name, error = %e, "probe page: history unavailable");
@@ -71,9 +75,14 @@ pub async fn render(s: &LiveState, name: &str) -> Option<String> {
     let _ = write!(
         body,
         "<section class=\"chart-box\"><h2>Latency, last 24 hours (UTC)</h2>{}</section>",
-        chart::render(name, &past.series, since, until, chart::LARGE)
+        chart::render_marked(name, &past.series, since, until, chart::LARGE, &past.events)
     );
-    results_table(&mut body, &past.results);
+    let link = s
+        .trace_link
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    results_table(&mut body, &past.results, link.as_deref());
     incidents(&mut body, &past.incidents, now, "incidents", "Incidents");
     badges(&mut body, s, name);
     body.push_str("</article></main>");
@@ -82,7 +91,7 @@ pub async fn render(s: &LiveState, name: &str) -> Option<String> {
 
 async fn read_past(
     s: &LiveState,
-    name: &str,
+    info: &ProbeInfo,
     now: DateTime<Utc>,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
@@ -90,9 +99,12 @@ async fn read_past(
     let Some(history) = &s.history else {
         return Ok(Past::default());
     };
-    let name = name.to_string();
+    let name = info.name.clone();
+    let labels = info.labels.clone();
     history
         .read(move |store| {
+            let mut events = store.events_between(since, until, 1000)?;
+            events.retain(|e| e.matches(&labels));
             let stats = WINDOWS
                 .iter()
                 .map(|(_, w)| store.stats(&name, now - *w, now))
@@ -103,6 +115,7 @@ async fn read_past(
                 series: store.latency_series(&name, since, until, step)?,
                 results: store.recent(&name, RESULTS)?,
                 incidents: store.incidents(Some(&name), INCIDENTS)?,
+                events,
             })
         })
         .await
@@ -125,6 +138,9 @@ fn head(out: &mut String, info: &ProbeInfo, view: Option<&AlertView>, now: DateT
             " <span class=\"since\">since {}</span>",
             html::rel_time(since, now)
         );
+    }
+    if let Some(why) = view.and_then(|v| v.degraded.as_deref()) {
+        let _ = write!(out, "<p class=\"cause\">degraded: {}</p>", Esc(why));
     }
     if let Some(dep) = view.and_then(|v| v.caused_by.as_deref()) {
         let _ = write!(
@@ -191,19 +207,20 @@ fn stats_table(out: &mut String, stats: &[WindowStats]) {
     out.push_str("</tbody></table></div></section>");
 }
 
-/// `<tr class="result" data-ok="true|false">` per recent result.
-fn results_table(out: &mut String, results: &[ProbeResult]) {
+/// `<tr class="result" data-ok="true|false">` per recent result; `link`
+/// is `tracing.link`, the template that links trace ids.
+fn results_table(out: &mut String, results: &[ProbeResult], link: Option<&str>) {
     super::html::table_section(
         out,
         ("results", "Recent results", "results"),
         &["Time", "Duration", "Outcome", "Message", "Phases"],
         "No results yet.",
         results,
-        result_row,
+        |out, r| result_row(out, r, link),
     );
 }
 
-fn result_row(out: &mut String, r: &ProbeResult) {
+fn result_row(out: &mut String, r: &ProbeResult, link: Option<&str>) {
     let outcome = match &r.failure {
         None if r.success => "<span class=\"ok\">ok</span>".to_string(),
         None => "<span class=\"class\">failed</span>".to_string(),
@@ -218,22 +235,45 @@ fn result_row(out: &mut String, r: &ProbeResult) {
     let _ = write!(
         out,
         "<tr class=\"result\" data-ok=\"{}\"><td>{}</td><td>{}</td><td>{outcome}</td>\
-         <td class=\"message\">{}{}</td><td class=\"phases\">{}</td></tr>",
+         <td class=\"message\">{}{}{}</td><td class=\"phases\">{}</td></tr>",
         r.success,
         html::abs_time(r.started_at),
         html::latency(Some(r.duration)),
         Esc(message),
         details(r),
+        trace(r, link),
         Esc(&phases.join(" · ")),
     );
 }
 
+/// The run's trace id (`details.trace_id`), a link into the tracing
+/// backend when `tracing.link` is set, so the failing request can be found
+/// in the backend's traces.
+fn trace(r: &ProbeResult, link: Option<&str>) -> String {
+    let Some(id) = r
+        .details
+        .get("trace_id")
+        .and_then(serde_json::Value::as_str)
+        .filter(|id| crate::tracectx::is_trace_id(id))
+    else {
+        return String::new();
+    };
+    match link {
+        Some(template) => format!(
+            " <span class=\"trace\">trace <a href=\"{}\" rel=\"noopener noreferrer\"><code>{id}</code></a></span>",
+            Esc(&crate::tracectx::trace_link(template, id))
+        ),
+        None => format!(" <span class=\"trace\">trace <code>{id}</code></span>"),
+    }
+}
+
 /// A result's scalar details (`status 200`, `rows 1`), small, after its
-/// message.
+/// message; the trace id has its own place ([`trace`]).
 fn details(r: &ProbeResult) -> String {
     let parts: Vec<String> = r
         .details
         .iter()
+        .filter(|(k, _)| k.as_str() != "trace_id")
         .filter_map(|(k, v)| {
             let v = match v {
                 serde_json::Value::String(s) if s.len() <= 80 => s.clone(),

@@ -19,6 +19,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use super::html::{self, path_segment, Esc};
 use super::pages::{self, Filters, STATES};
 use super::{chart, LiveState, ProbeInfo};
+use crate::alert::state::IncidentKind;
 use crate::alert::AlertView;
 use crate::result::ProbeResult;
 use crate::store::alert_state::StoredIncident;
@@ -59,7 +60,7 @@ pub struct PageData<'a> {
     pub now: DateTime<Utc>,
     pub filters: &'a Filters,
     /// Probes in each state (all probes, not only the shown ones).
-    pub counts: [usize; 5],
+    pub counts: [usize; STATES.len()],
     pub cards: Vec<Card<'a>>,
     pub incidents: Vec<StoredIncident>,
     /// Every label key in use, for the "group by" links.
@@ -83,7 +84,7 @@ pub async fn gather<'a>(
 ) -> PageData<'a> {
     let now = Utc::now();
     let board = s.alerts.snapshot();
-    let mut counts = [0usize; 5];
+    let mut counts = [0usize; STATES.len()];
     let mut cards = Vec::new();
     {
         let latest = s.latest.read().unwrap_or_else(PoisonError::into_inner);
@@ -489,6 +490,9 @@ fn card_labels(out: &mut String, c: &Card<'_>, f: &Filters) {
 /// Why the probe is not up: the dependency it waits on, or its last
 /// failure.
 fn card_problem(out: &mut String, c: &Card<'_>) {
+    if let Some(why) = c.view.as_ref().and_then(|v| v.degraded.as_deref()) {
+        let _ = write!(out, "<p class=\"cause\">degraded: {}</p>", Esc(why));
+    }
     if let Some(dep) = c.view.as_ref().and_then(|v| v.caused_by.as_deref()) {
         let _ = write!(
             out,
@@ -546,7 +550,7 @@ fn incident_row(out: &mut String, i: &StoredIncident, now: DateTime<Utc>) {
     let _ = write!(
         out,
         "<tr class=\"incident\" data-probe=\"{n}\" data-open=\"{open}\"><td><a href=\"/probes/{href}\">{n}</a></td>\
-         <td data-label=\"started\">{}</td><td data-label=\"ended\">{}</td>\
+         <td data-label=\"started\"><a href=\"/incidents/{id}\">{}</a></td><td data-label=\"ended\">{}</td>\
          <td data-label=\"lasted\">{}</td><td>{}</td></tr>",
         html::abs_time(i.started_at),
         match i.ended_at {
@@ -557,12 +561,19 @@ fn incident_row(out: &mut String, i: &StoredIncident, now: DateTime<Utc>) {
         cause(i),
         n = Esc(&i.probe),
         href = path_segment(&i.probe),
+        id = i.id,
     );
 }
 
 /// An incident's cause: the dependency it was attributed to, else the
 /// class and message of its first failure.
 fn cause(i: &StoredIncident) -> String {
+    if i.kind == IncidentKind::Degraded {
+        return format!(
+            "<span class=\"class\">degraded</span> {}",
+            Esc(i.reason.as_deref().unwrap_or(""))
+        );
+    }
     if let Some(dep) = &i.caused_by {
         return format!(
             "dependency <a href=\"/probes/{}\">{}</a> down",

@@ -12,15 +12,16 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Transaction, TransactionBehavior};
 
 use super::{Store, StoreError};
+use crate::alert::state::IncidentKind;
 use crate::alert::{Incident, Outgoing, ProbeState};
 use crate::notify::NoticeKind;
 
 /// What [`Store::save_alert`] wrote: the outbox rows' ids, and each saved
-/// incident's `(probe, started_at, id)`.
+/// incident's `(probe, kind, started_at, id)`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SavedAlert {
     pub outbox: Vec<i64>,
-    pub incidents: Vec<(String, DateTime<Utc>, i64)>,
+    pub incidents: Vec<(String, IncidentKind, DateTime<Utc>, i64)>,
 }
 
 /// One incident as stored.
@@ -37,8 +38,12 @@ pub struct StoredIncident {
     pub last_class: Option<String>,
     pub last_message: Option<String>,
     pub streak: u32,
-    /// Why it ended when not by a recovery: `removed` (by a reload).
+    /// Why it ended when not by a recovery: `removed` (by a reload),
+    /// `down` (a degradation the outage took over).
     pub ended_by: Option<String>,
+    pub kind: IncidentKind,
+    /// A degradation's reason in words.
+    pub reason: Option<String>,
 }
 
 impl Store {
@@ -83,18 +88,22 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
-        let mut incidents: Vec<(String, DateTime<Utc>, i64)> = Vec::new();
+        let mut incidents: Vec<(String, IncidentKind, DateTime<Utc>, i64)> = Vec::new();
         let mut states = states.to_vec();
         for (probe, state) in &mut states {
-            if let Some(inc) = state.incident.as_deref_mut() {
+            let open = [
+                state.incident.as_deref_mut(),
+                state.degraded.incident.as_deref_mut(),
+            ];
+            for inc in open.into_iter().flatten() {
                 let id = upsert_incident(&tx, probe, inc).map_err(sql)?;
                 inc.id = Some(id);
-                incidents.push((probe.clone(), inc.started_at, id));
+                incidents.push((probe.clone(), inc.kind, inc.started_at, id));
             }
         }
         for (probe, inc) in closed {
             let id = upsert_incident(&tx, probe, inc).map_err(sql)?;
-            incidents.push((probe.clone(), inc.started_at, id));
+            incidents.push((probe.clone(), inc.kind, inc.started_at, id));
         }
         {
             let mut put = tx
@@ -121,13 +130,29 @@ impl Store {
                 item.notice.incident = incidents
                     .iter()
                     .rev()
-                    .find(|(p, _, _)| *p == item.notice.probe)
-                    .map(|(_, _, id)| *id);
+                    .find(|(p, k, _, _)| *p == item.notice.probe && *k == item.notice.incident_kind)
+                    .map(|(_, _, _, id)| *id);
             }
         }
         let outbox = insert_outbox(&tx, &items, now).map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok(SavedAlert { outbox, incidents })
+    }
+
+    /// One incident by id.
+    pub fn incident(&self, id: i64) -> Result<Option<StoredIncident>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
+                 first_message, last_class, last_message, streak, ended_by, kind, reason \
+                 FROM incidents WHERE id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query_map([id], incident_row)
+            .map_err(|e| self.err(e))?;
+        rows.next().transpose().map_err(|e| self.err(e))
     }
 
     /// The most recent incidents, newest first; of one probe when given.
@@ -140,7 +165,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
-                 first_message, last_class, last_message, streak, ended_by FROM incidents \
+                 first_message, last_class, last_message, streak, ended_by, kind, reason FROM incidents \
                  WHERE ?1 IS NULL OR probe = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
@@ -173,7 +198,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
-                 first_message, last_class, last_message, streak, ended_by FROM incidents \
+                 first_message, last_class, last_message, streak, ended_by, kind, reason FROM incidents \
                  WHERE (?1 IS NULL OR probe = ?1) \
                  AND (?2 IS NULL OR (ended_at IS NULL) = ?2) \
                  AND (started_at < ?3 OR (started_at = ?3 AND id < ?4)) \
@@ -203,6 +228,8 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIncident> {
         last_message: r.get(9)?,
         streak: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
         ended_by: r.get(11)?,
+        kind: IncidentKind::parse(&r.get::<_, String>(12)?),
+        reason: r.get(13)?,
     })
 }
 
@@ -211,12 +238,12 @@ fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlit
     let message = |f: &Option<crate::result::Failure>| f.as_ref().map(|f| f.message.clone());
     tx.prepare_cached(
         "INSERT INTO incidents (probe, started_at, opened_at, ended_at, caused_by, first_class, \
-         first_message, last_class, last_message, streak, ended_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-         ON CONFLICT(probe, started_at) DO UPDATE SET ended_at = excluded.ended_at, \
+         first_message, last_class, last_message, streak, ended_by, kind, reason) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ON CONFLICT(probe, kind, started_at) DO UPDATE SET ended_at = excluded.ended_at, \
          caused_by = excluded.caused_by, last_class = excluded.last_class, \
          last_message = excluded.last_message, streak = excluded.streak, \
-         ended_by = excluded.ended_by RETURNING id",
+         ended_by = excluded.ended_by, reason = excluded.reason RETURNING id",
     )?
     .query_row(
         params![
@@ -231,6 +258,8 @@ fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlit
             message(&inc.last_failure),
             i64::from(inc.streak),
             inc.ended_by,
+            inc.kind.as_str(),
+            inc.reason,
         ],
         |r| r.get(0),
     )

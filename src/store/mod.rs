@@ -29,6 +29,7 @@
 
 pub mod alert_state;
 mod codec;
+pub mod events;
 pub mod outbox;
 pub mod recorder;
 pub mod result_pages;

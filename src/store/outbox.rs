@@ -208,6 +208,16 @@ impl Store {
         self.outbox_rows(&sql, params![now.timestamp_millis(), limit_param(limit)])
     }
 
+    /// Every notice about incident `id` of `probe`, oldest first (the
+    /// notice's payload names its incident).
+    pub fn notices_of_incident(&self, probe: &str, id: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM outbox WHERE probe = ?1 \
+             AND json_extract(payload, '$.incident') = ?2 ORDER BY created_at, id"
+        );
+        self.outbox_rows(&sql, params![probe, id])
+    }
+
     /// One row by id.
     pub fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
         let sql = format!("SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?1");

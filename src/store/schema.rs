@@ -136,6 +136,50 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE incidents ADD COLUMN ended_by TEXT;
     "#,
+    // v6: degradations. An incident is an outage (`down`) or a
+    // degradation (`degraded`, with its reason in words); a probe can have
+    // one of each starting in the same millisecond, so the natural key
+    // gains the kind. SQLite cannot change a UNIQUE constraint in place:
+    // the table is rebuilt (ids kept, so notices and links still match).
+    r#"
+    CREATE TABLE incidents_v6 (
+        id            INTEGER PRIMARY KEY,
+        probe         TEXT NOT NULL,
+        kind          TEXT NOT NULL DEFAULT 'down', -- down|degraded
+        started_at    INTEGER NOT NULL,
+        opened_at     INTEGER NOT NULL,
+        ended_at      INTEGER,
+        caused_by     TEXT,
+        first_class   TEXT,
+        first_message TEXT,
+        last_class    TEXT,
+        last_message  TEXT,
+        streak        INTEGER NOT NULL,
+        ended_by      TEXT,
+        reason        TEXT,
+        UNIQUE (probe, kind, started_at)
+    );
+    INSERT INTO incidents_v6 (id, probe, kind, started_at, opened_at, ended_at, caused_by,
+        first_class, first_message, last_class, last_message, streak, ended_by)
+        SELECT id, probe, 'down', started_at, opened_at, ended_at, caused_by,
+        first_class, first_message, last_class, last_message, streak, ended_by FROM incidents;
+    DROP TABLE incidents;
+    ALTER TABLE incidents_v6 RENAME TO incidents;
+    CREATE INDEX incidents_started ON incidents(started_at);
+    "#,
+    // v7: change events (deploys, configuration changes) posted to the
+    // API, cited in notices and shown on incident timelines and charts.
+    r#"
+    CREATE TABLE events (
+        id     INTEGER PRIMARY KEY,
+        at     INTEGER NOT NULL, -- unix ms
+        kind   TEXT NOT NULL,
+        title  TEXT NOT NULL,
+        labels TEXT NOT NULL,    -- JSON object of strings
+        link   TEXT
+    );
+    CREATE INDEX events_at ON events(at);
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -202,6 +246,38 @@ mod tests {
                 from: current_version()
             }
         );
+    }
+
+    #[test]
+    fn a_version_5_file_keeps_its_incidents_as_outages_and_takes_degradations() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        for step in &MIGRATIONS[..5] {
+            conn.execute_batch(step).expect("old step");
+        }
+        conn.pragma_update(None, "user_version", 5)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO incidents (id, probe, started_at, opened_at, streak, ended_by) \
+             VALUES (7, 'api', 1000, 2000, 3, 'removed')",
+            [],
+        )
+        .expect("old incident");
+        migrate(&mut conn).expect("migrate");
+        let row: (i64, String, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT id, kind, ended_by, reason FROM incidents WHERE probe = 'api'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .expect("kept");
+        assert_eq!(row, (7, "down".into(), Some("removed".into()), None));
+        // A degradation may start in the same millisecond as an outage.
+        conn.execute(
+            "INSERT INTO incidents (probe, kind, started_at, opened_at, streak, reason) \
+             VALUES ('api', 'degraded', 1000, 2000, 3, 'slow')",
+            [],
+        )
+        .expect("a degradation beside it");
     }
 
     #[test]

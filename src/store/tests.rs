@@ -614,7 +614,7 @@ fn raw_rows_wait_for_the_backfill_before_they_are_swept() {
     let mut conn = rusqlite::Connection::open(&path).expect("open");
     conn.execute_batch(
         "DROP TABLE rollups_minute; DROP TABLE rollups_hour; DROP TABLE rollups_day; \
-         DROP TABLE rollup_meta; \
+         DROP TABLE rollup_meta; DROP TABLE events; \
          ALTER TABLE incidents DROP COLUMN ended_by; \
          PRAGMA user_version = 3;",
     )

@@ -433,8 +433,9 @@ fn api_lists_filters_and_details_probes_and_documents_every_route() {
             .map(String::as_str)
             .collect::<HashSet<_>>()
     );
+    let incident_id = inc["id"].to_string();
     for p in &documented {
-        let (status, _) = api.get(&p.replace("{name}", "web"));
+        let (status, _) = api.get(&p.replace("{name}", "web").replace("{id}", &incident_id));
         assert_eq!(status, 200, "GET {p}");
     }
     for p in [
@@ -875,7 +876,10 @@ fn api_rejects_bad_parameters_with_a_json_4xx() {
         assert_eq!(status, 405, "{method} {path}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert!(
-            v["error"].as_str().unwrap().contains("only answers GET"),
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("the API answers GET (and POST on /api/v1/events)"),
             "{v}"
         );
     }

@@ -55,6 +55,11 @@ fn notice(kind: NoticeKind) -> Notice {
         link: Some("https://lookout.example/probes/checkout-api".into()),
         labels: BTreeMap::new(),
         at: since,
+        incident_kind: Default::default(),
+        reason: None,
+        changes: Vec::new(),
+        trace_id: None,
+        trace_url: None,
     }
 }
 
