@@ -9,6 +9,7 @@
 pub mod alert;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod duration;
 pub mod expect;
 pub mod limits;

@@ -32,6 +32,8 @@ pub struct AlertView {
     pub incident_started: Option<DateTime<Utc>>,
     /// The open degradation's reason, while the probe is up but degraded.
     pub degraded: Option<String>,
+    /// A slow upward latency trend over days, in words (a finding).
+    pub trend: Option<String>,
 }
 
 impl AlertView {
@@ -49,6 +51,7 @@ impl AlertView {
                 .incident
                 .as_ref()
                 .map(|i| i.reason.clone().unwrap_or_else(|| "degraded".into())),
+            trend: state.degraded.trend.clone(),
         }
     }
 

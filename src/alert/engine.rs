@@ -179,6 +179,36 @@ impl Engine {
         !self.windows.is_empty()
     }
 
+    /// Takes the anomaly watch's word about `name` (see
+    /// [`ProbeState::set_anomaly`]); returns the notices it causes.
+    pub fn on_anomaly(
+        &mut self,
+        name: &str,
+        reason: Option<String>,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<Outgoing> {
+        let Some(p) = self.probes.get_mut(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if p.state.set_anomaly(reason, since, now) == Transition::Opened {
+            self.announce_kind(name, IncidentKind::Degraded, now, &mut out);
+        }
+        out
+    }
+
+    /// Sets `name`'s slow-trend finding; true when it changed.
+    pub fn set_trend(&mut self, name: &str, trend: Option<String>) -> bool {
+        match self.probes.get_mut(name) {
+            Some(p) if p.state.degraded.trend != trend => {
+                p.state.degraded.trend = trend;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// `tracing.link`, the template that turns a trace id into a URL.
     pub fn trace_link(&self) -> Option<&str> {
         self.trace_link.as_deref()

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod outbox;
 pub mod runner;
 pub mod state;
+pub mod watch;
 
 pub use board::{AlertBoard, AlertView};
 pub use engine::{Engine, Outgoing};

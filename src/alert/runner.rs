@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::changes::{cite, ChangeEvent};
 use super::outbox::OutboxHandle;
+use super::watch::{self, Change, Watches};
 use super::{AlertBoard, AlertView, Engine, Incident, Outgoing, ProbeState};
 use crate::config::Config;
 use crate::result::ProbeResult;
@@ -218,6 +219,8 @@ async fn run(
     } = inputs;
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut pending: Vec<Outgoing> = Vec::new();
+    let mut watches = Watches::default();
+    watches.configure(&engine);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -227,6 +230,14 @@ async fn run(
                     let was_quiet = engine.state(&r.probe).is_some_and(quiet);
                     let caused = engine.on_result(&r, Utc::now());
                     pending.extend(with_trace(&engine, &r, caused));
+                    if let Some(change) = watches.observe(&r) {
+                        let (reason, since) = match change {
+                            Change::Open { reason, since } => (Some(reason), since),
+                            Change::Cleared => (None, r.started_at),
+                        };
+                        pending.extend(engine.on_anomaly(&r.probe, reason, since, Utc::now()));
+                        dirty.insert(r.probe.clone());
+                    }
                     if needs_save(&r.probe, was_quiet, engine.state(&r.probe)) {
                         dirty.insert(r.probe.clone());
                     }
@@ -249,11 +260,13 @@ async fn run(
             }
             Some(config) = reconfigs.recv() => {
                 pending.extend(engine.reconfigure(&config, Utc::now()));
+                watches.configure(&engine);
                 save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
                 board.retain(|name| engine.state(name).is_some());
                 publish_all(&engine, &board);
             }
             _ = ticker.tick() => {
+                relearn(&mut engine, &mut watches, &store, &board).await;
                 pending.extend(engine.tick(Utc::now()));
                 cite_changes(&engine, &recent, &mut pending);
                 let incidents = save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
@@ -273,6 +286,52 @@ async fn run(
         pending.extend(engine.on_result(&r, Utc::now()));
     }
     save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+}
+
+/// Relearns the baselines (and trend findings) that are due, a few per
+/// tick so a start with many watched probes does not stall alerting.
+async fn relearn(
+    engine: &mut Engine,
+    watches: &mut Watches,
+    store: &Arc<Mutex<Store>>,
+    board: &AlertBoard,
+) {
+    const PER_TICK: usize = 16;
+    let due = watches.due(PER_TICK);
+    if due.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    let names = due.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let now = Utc::now();
+        let st = lock(&store);
+        names
+            .into_iter()
+            .map(|n| {
+                let h = watch::load(&st, &n, now);
+                (n, h)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(read) = read else {
+        return;
+    };
+    for (name, history) in read {
+        match history {
+            Ok(h) => {
+                let finding = watches.learned(&name, &h);
+                if engine.set_trend(&name, finding) {
+                    publish(engine, board, &name);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(probe = %name, error = %e, "cannot read the history the anomaly baseline is learned from");
+                watches.postpone(&name);
+            }
+        }
+    }
 }
 
 /// Stores a posted event; returns it with its id.

@@ -116,6 +116,32 @@ pub struct Incident {
     pub reason: Option<String>,
 }
 
+impl Incident {
+    /// A new, not yet notified degradation.
+    fn degradation(
+        started_at: DateTime<Utc>,
+        opened_at: DateTime<Utc>,
+        streak: u32,
+        reason: Option<String>,
+    ) -> Incident {
+        Incident {
+            id: None,
+            started_at,
+            opened_at,
+            ended_at: None,
+            first_failure: None,
+            last_failure: None,
+            streak,
+            caused_by: None,
+            notified: false,
+            last_notice_at: None,
+            ended_by: None,
+            kind: IncidentKind::Degraded,
+            reason,
+        }
+    }
+}
+
 /// Everything the alerting engine remembers about one probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeState {
@@ -160,6 +186,14 @@ pub struct Degradation {
     pub known: u8,
     /// The open degradation.
     pub incident: Option<Box<Incident>>,
+    /// A sustained deviation from the learned baseline, in words, while
+    /// the anomaly detector holds one open (`alert.degraded.anomaly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<String>,
+    /// A slow upward trend over days, in words (a finding, not an
+    /// incident).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<String>,
 }
 
 impl Degradation {
@@ -304,6 +338,39 @@ impl ProbeState {
         }
     }
 
+    /// Takes the anomaly detector's word: `Some(reason)` while it holds a
+    /// sustained deviation open (since `since`), `None` once it cleared.
+    /// A new deviation opens a degradation at once (the detector already
+    /// waited for it to last) while the probe is up; clearing only lets
+    /// the usual `recover_after` runs close it.
+    pub fn set_anomaly(
+        &mut self,
+        reason: Option<String>,
+        since: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Transition {
+        let d = &mut self.degraded;
+        d.anomaly = reason.clone();
+        let Some(why) = reason else {
+            return Transition::None;
+        };
+        if let Some(inc) = d.incident.as_deref_mut() {
+            inc.reason = Some(why);
+            return Transition::None;
+        }
+        if self.status != Status::Up {
+            return Transition::None;
+        }
+        d.fine_streak = 0;
+        d.incident = Some(Box::new(Incident::degradation(
+            since.min(at),
+            at,
+            d.bad_streak,
+            Some(why),
+        )));
+        Transition::Opened
+    }
+
     /// Applies one verdict to the `alert.degraded` rules, after
     /// [`ProbeState::observe`] applied it to the status. Only a probe that
     /// is `up` can become degraded; going down supersedes a degradation,
@@ -335,7 +402,7 @@ impl ProbeState {
             let got = d.failures_in(n);
             (got >= f).then_some((got, n))
         });
-        if slow.is_some() || rate.is_some() {
+        if slow.is_some() || rate.is_some() || d.anomaly.is_some() {
             if d.bad_streak == 0 {
                 d.bad_started = Some(v.at);
             }
@@ -356,33 +423,28 @@ impl ProbeState {
                     return Transition::Resolved(*inc);
                 }
             }
-            let why = reason(slow, rate, d.bad_streak);
+            let why = reason(slow, rate, d.bad_streak).or_else(|| d.anomaly.clone());
             if let (Some(inc), Some(why)) = (d.incident.as_deref_mut(), why) {
                 inc.reason = Some(why);
                 inc.streak = d.bad_streak;
             }
             return Transition::None;
         }
-        let opens = rate.is_some() || (slow.is_some() && d.bad_streak >= spec.after.max(1));
+        let opens = rate.is_some()
+            || d.anomaly.is_some()
+            || (slow.is_some() && d.bad_streak >= spec.after.max(1));
         if !opens {
             return Transition::None;
         }
         let started = d.bad_started.unwrap_or(v.at);
-        d.incident = Some(Box::new(Incident {
-            id: None,
-            started_at: started,
-            opened_at: v.at,
-            ended_at: None,
-            first_failure: None,
-            last_failure: v.failure.cloned(),
-            streak: d.bad_streak,
-            caused_by: None,
-            notified: false,
-            last_notice_at: None,
-            ended_by: None,
-            kind: IncidentKind::Degraded,
-            reason: reason(slow, rate, d.bad_streak),
-        }));
+        let mut inc = Incident::degradation(
+            started,
+            v.at,
+            d.bad_streak,
+            reason(slow, rate, d.bad_streak).or_else(|| d.anomaly.clone()),
+        );
+        inc.last_failure = v.failure.cloned();
+        d.incident = Some(Box::new(inc));
         Transition::Opened
     }
 }
@@ -545,6 +607,7 @@ pub(super) mod tests {
             failures,
             after: 3,
             recover_after: 2,
+            anomaly: None,
         }
     }
 

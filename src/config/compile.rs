@@ -53,7 +53,8 @@ const ALERT_KEYS: &[&str] = &[
     "degraded",
     "events_window",
 ];
-const DEGRADED_KEYS: &[&str] = &["latency", "failures", "after", "recover_after"];
+const DEGRADED_KEYS: &[&str] = &["latency", "failures", "after", "recover_after", "anomaly"];
+const ANOMALY_KEYS: &[&str] = &["factor", "min_delta", "window", "sustain", "min_runs"];
 /// Files larger than this are refused rather than parsed.
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -1077,11 +1078,21 @@ fn compile_degraded(cx: &mut Cx, node: &Node, path: &str) -> Option<DegradeSpec>
             }
         },
     };
-    if ok && latency.is_none() && failures.is_none() {
+    let anomaly = match d.get("anomaly") {
+        None => None,
+        Some(n) => match compile_anomaly(cx, n, &d.path("anomaly")) {
+            Some(a) => a,
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    if ok && latency.is_none() && failures.is_none() && anomaly.is_none() {
         cx.error(
             &node.pos,
             path,
-            "give `latency` (a soft bound such as 800ms), `failures` (such as \"3 of 20\") or both",
+            "give `latency` (a soft bound such as 800ms), `failures` (such as \"3 of 20\"), `anomaly: true`, or several",
         );
         ok = false;
     }
@@ -1103,7 +1114,93 @@ fn compile_degraded(cx: &mut Cx, node: &Node, path: &str) -> Option<DegradeSpec>
         failures,
         after: counts[0],
         recover_after: counts[1],
+        anomaly,
     })
+}
+
+/// `anomaly: true | false | { factor, min_delta, window, sustain, min_runs }`.
+/// `Some(None)` is `false`.
+fn compile_anomaly(cx: &mut Cx, node: &Node, path: &str) -> Option<Option<AnomalySpec>> {
+    // A young probe (under three weeks of history) judges its daily busy
+    // hour against the same hour of other days, not against all hours:
+    // precision 0.97 instead of 0.65 with one week (BENCHMARKS.md).
+    let mut detect = crate::detect::DetectConfig {
+        hour_of_day_fallback: true,
+        ..crate::detect::DetectConfig::default()
+    };
+    match &node.value {
+        Value::Bool(on) => return Some(on.then_some(AnomalySpec { detect })),
+        Value::Map(_) => {}
+        _ => {
+            cx.error(
+                &node.pos,
+                path,
+                format!(
+                    "expected true, false or a mapping of factor, min_delta, window, sustain, min_runs; found {}",
+                    node.type_name()
+                ),
+            );
+            return None;
+        }
+    }
+    let a = cx.map(node, path, ANOMALY_KEYS)?;
+    let mut ok = true;
+    if a.has("factor") {
+        match a
+            .get("factor")
+            .and_then(|n| cx.scalar_json(n, &a.path("factor"), "a number such as 2"))
+        {
+            Some(v) => match v.as_f64() {
+                Some(f) if (1.1..=100.0).contains(&f) => detect.factor = f,
+                _ => {
+                    a.error_at(
+                        cx,
+                        "factor",
+                        "must be a number from 1.1 to 100 (2 means twice the usual p95)",
+                    );
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
+    }
+    if a.has("min_delta") {
+        match a.duration(cx, "min_delta") {
+            Some(d) => detect.min_delta_ms = d.as_secs_f64() * 1000.0,
+            None => ok = false,
+        }
+    }
+    if a.has("window") {
+        match a.duration(cx, "window") {
+            Some(w) if w >= Duration::from_secs(5) && w <= Duration::from_secs(6 * 3600) => {
+                detect.window = chrono::TimeDelta::from_std(w).unwrap_or(detect.window);
+            }
+            Some(_) => {
+                a.error_at(cx, "window", "must be from 5s to 6h");
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    for (key, slot) in [("sustain", 0), ("min_runs", 1)] {
+        if a.has(key) {
+            match a.u64(cx, key) {
+                Some(v) if (1..=1000).contains(&v) => {
+                    if slot == 0 {
+                        detect.sustain = v as u32;
+                    } else {
+                        detect.min_samples = v as usize;
+                    }
+                }
+                Some(_) => {
+                    a.error_at(cx, key, "must be between 1 and 1000");
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+    }
+    ok.then_some(Some(AnomalySpec { detect }))
 }
 
 /// `F of N` (or `F in N`, `F/N`): F failures among the last N runs.

@@ -324,6 +324,16 @@ pub struct DegradeSpec {
     pub after: u32,
     /// Runs in a row with neither rule holding that close it.
     pub recover_after: u32,
+    /// `anomaly`: learn the probe's normal latency per hour of the week and
+    /// open a degradation on a sustained deviation from it.
+    pub anomaly: Option<AnomalySpec>,
+}
+
+/// `alert.degraded.anomaly`: the knobs of [`crate::detect`] an operator
+/// sets; the rest keep their defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalySpec {
+    pub detect: crate::detect::DetectConfig,
 }
 
 /// The most runs `alert.degraded.failures` can look back over.

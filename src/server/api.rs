@@ -456,6 +456,9 @@ struct ProbeView<'a> {
     /// The open degradation's reason, while `state` is `degraded`.
     #[serde(skip_serializing_if = "Option::is_none")]
     degraded: Option<String>,
+    /// A slow upward latency trend over days (`alert.degraded.anomaly`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trend: Option<String>,
     last: Option<LastRun>,
     uptime_24h: Option<f64>,
 }
@@ -481,6 +484,7 @@ impl<'a> ProbeView<'a> {
             },
             caused_by: alert.and_then(|a| a.caused_by.clone()),
             degraded: alert.and_then(|a| a.degraded.clone()),
+            trend: alert.and_then(|a| a.trend.clone()),
             last: last.map(LastRun::of),
             uptime_24h: day.and_then(Counts::uptime),
         }

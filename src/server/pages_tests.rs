@@ -64,6 +64,7 @@ fn view(status: &'static str, caused_by: Option<&str>) -> AlertView {
         maintenance: false,
         incident_started: None,
         degraded: None,
+        trend: None,
     }
 }
 

@@ -142,6 +142,9 @@ fn head(out: &mut String, info: &ProbeInfo, view: Option<&AlertView>, now: DateT
     if let Some(why) = view.and_then(|v| v.degraded.as_deref()) {
         let _ = write!(out, "<p class=\"cause\">degraded: {}</p>", Esc(why));
     }
+    if let Some(t) = view.and_then(|v| v.trend.as_deref()) {
+        let _ = write!(out, "<p class=\"finding\">{}</p>", Esc(t));
+    }
     if let Some(dep) = view.and_then(|v| v.caused_by.as_deref()) {
         let _ = write!(
             out,

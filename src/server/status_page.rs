@@ -493,6 +493,9 @@ fn card_problem(out: &mut String, c: &Card<'_>) {
     if let Some(why) = c.view.as_ref().and_then(|v| v.degraded.as_deref()) {
         let _ = write!(out, "<p class=\"cause\">degraded: {}</p>", Esc(why));
     }
+    if let Some(t) = c.view.as_ref().and_then(|v| v.trend.as_deref()) {
+        let _ = write!(out, "<p class=\"finding\">{}</p>", Esc(t));
+    }
     if let Some(dep) = c.view.as_ref().and_then(|v| v.caused_by.as_deref()) {
         let _ = write!(
             out,

@@ -5,50 +5,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use lookout::alert::state::IncidentKind;
 use lookout::notify::NoticeKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::harness::assert_first_error;
 use crate::harness::daemon::{free_port, notices, Daemon};
+use crate::harness::http_server::delayed_target;
 use crate::harness::recorder::Recorder;
-
-/// An HTTP target that answers `200 ok` after `delay` milliseconds.
-async fn slow_target(delay: Arc<AtomicU64>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let delay = delay.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                // The target's own behaviour: a slow answer.
-                tokio::time::sleep(Duration::from_millis(delay.load(Ordering::SeqCst))).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    port
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_target_is_degraded_not_down_and_its_recovery_is_told() {
     let delay = Arc::new(AtomicU64::new(0));
-    let target = slow_target(delay.clone()).await;
+    let target = delayed_target(delay.clone()).await;
     let rec = Recorder::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("lookout.yaml");

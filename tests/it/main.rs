@@ -7,6 +7,7 @@
 mod harness;
 
 mod alert;
+mod anomaly;
 mod api;
 mod auth;
 mod browser;
