@@ -217,6 +217,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     recorder: OnceLock<Arc<RecorderStats>>,
     notifications: OnceLock<Arc<NotifyCounters>>,
+    /// The OTLP exporter's counters, when `tracing.otlp` is configured.
+    otlp: OnceLock<Arc<crate::otlp::ExportStats>>,
     /// Scrapes that could not read the outbox counts.
     outbox_scrape_errors: AtomicU64,
     /// The last scrape could not read them (to log only the first failure).
@@ -280,6 +282,11 @@ impl Registry {
     /// Exposes the recorder's counters from now on (first call wins).
     pub fn set_recorder(&self, stats: Arc<RecorderStats>) {
         let _ = self.recorder.set(stats);
+    }
+
+    /// Exposes the OTLP exporter's counters from now on (first call wins).
+    pub fn set_otlp(&self, stats: Arc<crate::otlp::ExportStats>) {
+        let _ = self.otlp.set(stats);
     }
 
     /// Exposes the outbox task's delivery counters from now on (first call
@@ -425,6 +432,34 @@ impl Registry {
                 &[("result".into(), result.into())],
                 n.load(Ordering::Relaxed) as f64,
             );
+        }
+
+        if let Some(o) = self.otlp.get() {
+            for (name, help, v) in [
+                (
+                    "lookout_otlp_spans_exported_total",
+                    "Runs whose span the OTLP collector accepted.",
+                    &o.exported,
+                ),
+                (
+                    "lookout_otlp_spans_dropped_total",
+                    "Runs whose span was dropped because the export queue was full.",
+                    &o.dropped,
+                ),
+                (
+                    "lookout_otlp_spans_failed_total",
+                    "Runs whose span batch was given up after its tries or refused.",
+                    &o.failed,
+                ),
+                (
+                    "lookout_otlp_request_errors_total",
+                    "Export requests that failed, retried ones included.",
+                    &o.failed_requests,
+                ),
+            ] {
+                out.family(name, "counter", help);
+                out.sample(name, &[], v.load(Ordering::Relaxed) as f64);
+            }
         }
 
         if let Some(stats) = self.recorder.get() {

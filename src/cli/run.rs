@@ -148,6 +148,7 @@ pub async fn run(cli: &Cli) -> Exit {
     let (otlp, otlp_task) = match &cfg.tracing.otlp {
         Some(o) => {
             let (exporter, task) = crate::otlp::spawn(o, live.probes.clone());
+            live.metrics.set_otlp(exporter.stats());
             (Some(exporter), Some(task))
         }
         None => (None, None),

@@ -566,6 +566,18 @@ async fn the_daemon_exports_spans_and_links_trace_ids_on_the_probe_page() {
         )),
         "{page}"
     );
+    // The exporter's counters are on /metrics.
+    let metrics = d.get("/metrics");
+    let exported = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lookout_otlp_spans_exported_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_default();
+    assert!(exported >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains("lookout_otlp_spans_dropped_total 0"),
+        "{metrics}"
+    );
     d.stop().await;
 }
 
