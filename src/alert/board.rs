@@ -47,11 +47,9 @@ impl AlertView {
             maintenance,
             incident_started: state.incident.as_ref().map(|i| i.started_at),
             degraded: state
-                .degraded
-                .incident
-                .as_ref()
+                .degraded_incident()
                 .map(|i| i.reason.clone().unwrap_or_else(|| "degraded".into())),
-            trend: state.degraded.trend.clone(),
+            trend: state.trend().map(str::to_string),
         }
     }
 

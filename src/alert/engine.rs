@@ -118,10 +118,10 @@ impl Engine {
             .cloned()
             .collect();
         for name in removed {
-            let taken = self
-                .probes
-                .get_mut(&name)
-                .map(|p| (p.state.incident.take(), p.state.degraded.incident.take()));
+            let taken = self.probes.get_mut(&name).map(|p| {
+                let degraded = p.state.degraded.as_mut().and_then(|d| d.incident.take());
+                (p.state.incident.take(), degraded)
+            });
             let Some((down, degraded)) = taken else {
                 continue;
             };
@@ -163,7 +163,7 @@ impl Engine {
         for (probe, kind, started_at, id) in ids {
             let open = self.probes.get_mut(probe).and_then(|p| match kind {
                 IncidentKind::Down => p.state.incident.as_deref_mut(),
-                IncidentKind::Degraded => p.state.degraded.incident.as_deref_mut(),
+                IncidentKind::Degraded => p.state.degraded_incident_mut(),
             });
             if let Some(inc) = open {
                 if inc.started_at == *started_at {
@@ -201,11 +201,8 @@ impl Engine {
     /// Sets `name`'s slow-trend finding; true when it changed.
     pub fn set_trend(&mut self, name: &str, trend: Option<String>) -> bool {
         match self.probes.get_mut(name) {
-            Some(p) if p.state.degraded.trend != trend => {
-                p.state.degraded.trend = trend;
-                true
-            }
-            _ => false,
+            Some(p) => p.state.set_trend(trend),
+            None => false,
         }
     }
 
@@ -328,7 +325,7 @@ impl Engine {
             .iter()
             .filter(|n| {
                 self.probes.get(n.as_str()).is_some_and(|p| {
-                    p.state.incident.is_some() || p.state.degraded.incident.is_some()
+                    p.state.incident.is_some() || p.state.degraded_incident().is_some()
                 })
             })
             .cloned()
@@ -339,7 +336,7 @@ impl Engine {
             if self
                 .probes
                 .get(&name)
-                .and_then(|p| p.state.degraded.incident.as_ref())
+                .and_then(|p| p.state.degraded_incident())
                 .is_some_and(|i| !i.notified)
             {
                 self.announce_kind(&name, IncidentKind::Degraded, now, &mut out);
@@ -436,7 +433,7 @@ impl Engine {
         }
         let open = match kind {
             IncidentKind::Down => &p.state.incident,
-            IncidentKind::Degraded => &p.state.degraded.incident,
+            IncidentKind::Degraded => p.state.degraded.as_ref().map_or(&None, |d| &d.incident),
         };
         let Some(inc) = open.clone() else {
             return;
@@ -449,7 +446,7 @@ impl Engine {
         self.fan_out(name, notice, out);
         let open = self.probes.get_mut(name).and_then(|p| match kind {
             IncidentKind::Down => p.state.incident.as_deref_mut(),
-            IncidentKind::Degraded => p.state.degraded.incident.as_deref_mut(),
+            IncidentKind::Degraded => p.state.degraded_incident_mut(),
         });
         if let Some(i) = open {
             i.notified = true;
@@ -520,7 +517,9 @@ impl Engine {
                 inc.ended_at.unwrap_or(now),
                 p.map(|p| match inc.kind {
                     IncidentKind::Down => p.state.ok_streak,
-                    IncidentKind::Degraded => p.state.degraded.fine_streak,
+                    IncidentKind::Degraded => {
+                        p.state.degraded.as_ref().map_or(0, |d| d.fine_streak)
+                    }
                 })
                 .unwrap_or(0),
             ),

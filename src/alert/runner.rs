@@ -50,9 +50,9 @@ fn quiet(s: &ProbeState) -> bool {
         && s.fail_streak == 0
         && s.streak_started.is_none()
         && s.incident.is_none()
-        && s.degraded.incident.is_none()
-        && s.degraded.bad_streak == 0
-        && s.degraded.recent == 0
+        && s.degraded
+            .as_ref()
+            .is_none_or(|d| d.incident.is_none() && d.bad_streak == 0 && d.recent == 0)
 }
 
 /// Whether a result that left the probe in state `after` must be saved:
@@ -448,7 +448,7 @@ async fn save(
         || !pending.is_empty()
         || states
             .iter()
-            .any(|(_, s)| s.incident.is_some() || s.degraded.incident.is_some());
+            .any(|(_, s)| s.incident.is_some() || s.degraded_incident().is_some());
     let items = std::mem::take(pending);
     let store = store.clone();
     let job = {

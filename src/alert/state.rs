@@ -167,8 +167,11 @@ pub struct ProbeState {
     /// an inline one would size every probe's state for it).
     pub incident: Option<Box<Incident>>,
     /// The `alert.degraded` rules' bookkeeping and open degradation.
-    #[serde(default, skip_serializing_if = "Degradation::is_idle")]
-    pub degraded: Degradation,
+    /// Boxed, and absent until a probe has `alert.degraded` rules or a
+    /// finding: most probes have neither, and an inline one would add a
+    /// hundred bytes to every probe's state (a megabyte at 10,000 probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Box<Degradation>>,
 }
 
 /// Where a probe stands against `alert.degraded`.
@@ -253,7 +256,7 @@ impl ProbeState {
             last_latency: None,
             last_run: None,
             incident: None,
-            degraded: Degradation::default(),
+            degraded: None,
         }
     }
 
@@ -338,6 +341,30 @@ impl ProbeState {
         }
     }
 
+    /// The open degradation, if any.
+    pub fn degraded_incident(&self) -> Option<&Incident> {
+        self.degraded.as_ref()?.incident.as_deref()
+    }
+
+    /// The open degradation, to change it.
+    pub fn degraded_incident_mut(&mut self) -> Option<&mut Incident> {
+        self.degraded.as_mut()?.incident.as_deref_mut()
+    }
+
+    /// The slow-trend finding, if any.
+    pub fn trend(&self) -> Option<&str> {
+        self.degraded.as_ref()?.trend.as_deref()
+    }
+
+    /// Sets the slow-trend finding; true when it changed.
+    pub fn set_trend(&mut self, trend: Option<String>) -> bool {
+        if self.trend() == trend.as_deref() {
+            return false;
+        }
+        self.degraded.get_or_insert_with(Box::default).trend = trend;
+        true
+    }
+
     /// Takes the anomaly detector's word: `Some(reason)` while it holds a
     /// sustained deviation open (since `since`), `None` once it cleared.
     /// A new deviation opens a degradation at once (the detector already
@@ -349,7 +376,7 @@ impl ProbeState {
         since: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> Transition {
-        let d = &mut self.degraded;
+        let d = self.degraded.get_or_insert_with(Box::default);
         d.anomaly = reason.clone();
         let Some(why) = reason else {
             return Transition::None;
@@ -376,7 +403,7 @@ impl ProbeState {
     /// is `up` can become degraded; going down supersedes a degradation,
     /// and the failures of an outage never count toward the rate after it.
     pub fn observe_degradation(&mut self, spec: &DegradeSpec, v: Verdict<'_>) -> Transition {
-        let d = &mut self.degraded;
+        let d = self.degraded.get_or_insert_with(Box::default);
         if self.status == Status::Down {
             d.recent = 0;
             d.known = 0;
@@ -619,7 +646,7 @@ pub(super) mod tests {
         // Two slow runs are not enough; a fast one breaks the streak.
         assert_eq!(degrade(&mut st, &alert, &r, "+ss+ss"), "......");
         assert_eq!(degrade(&mut st, &alert, &r, "s"), "O");
-        let inc = st.degraded.incident.clone().expect("open");
+        let inc = st.degraded_incident().cloned().expect("open");
         assert_eq!(inc.kind, IncidentKind::Degraded);
         assert_eq!(inc.started_at, t(40), "the first slow run of the streak");
         assert_eq!(
@@ -629,11 +656,11 @@ pub(super) mod tests {
         assert_eq!(st.status, Status::Up, "a degradation is not an outage");
         assert_eq!(degrade(&mut st, &alert, &r, "s+s+"), "....");
         assert_eq!(
-            st.degraded.incident.as_ref().and_then(|i| i.reason.clone()),
+            st.degraded_incident().and_then(|i| i.reason.clone()),
             Some("latency over 100ms in 1 run (last 300ms)".into())
         );
         assert_eq!(degrade(&mut st, &alert, &r, "+"), "R");
-        assert!(st.degraded.incident.is_none());
+        assert!(st.degraded_incident().is_none());
     }
 
     #[test]
@@ -646,7 +673,7 @@ pub(super) mod tests {
         assert_eq!(degrade(&mut st, &alert, &r, "+-+-+"), ".....");
         assert_eq!(degrade(&mut st, &alert, &r, "-"), "O");
         assert_eq!(
-            st.degraded.incident.as_ref().and_then(|i| i.reason.clone()),
+            st.degraded_incident().and_then(|i| i.reason.clone()),
             Some("3 of the last 10 runs failed".into())
         );
         // It holds while the failures are in the window, then two runs
@@ -663,11 +690,11 @@ pub(super) mod tests {
         assert_eq!(degrade(&mut st, &alert, &r, "+sss"), "...O");
         assert_eq!(degrade(&mut st, &alert, &r, "---"), "..S");
         assert_eq!(st.status, Status::Down);
-        assert!(st.degraded.incident.is_none());
+        assert!(st.degraded_incident().is_none());
         // Recovered: the outage's failures are not a failure rate.
         assert_eq!(degrade(&mut st, &alert, &r, "+++"), "...");
         assert_eq!(st.status, Status::Up);
-        assert!(st.degraded.is_idle() || st.degraded.incident.is_none());
+        assert!(st.degraded_incident().is_none());
     }
 
     #[test]

@@ -93,7 +93,10 @@ impl Store {
         for (probe, state) in &mut states {
             let open = [
                 state.incident.as_deref_mut(),
-                state.degraded.incident.as_deref_mut(),
+                state
+                    .degraded
+                    .as_mut()
+                    .and_then(|d| d.incident.as_deref_mut()),
             ];
             for inc in open.into_iter().flatten() {
                 let id = upsert_incident(&tx, probe, inc).map_err(sql)?;
