@@ -146,7 +146,12 @@ impl LiveState {
     /// replaced result freed outside the lock, so readers (pages, scrapes)
     /// and other results wait only for a pointer swap.
     pub fn record(&self, r: &ProbeResult) {
-        let copy = r.clone();
+        let mut copy = r.clone();
+        // Kept in the database and read from there (the probe page, the
+        // results API); nothing reads them from the latest copy, which
+        // every probe holds one of (a megabyte at 10,000 probes).
+        copy.details.remove("trace_id");
+        copy.details.remove("steps");
         let mut latest = match self.latest.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
