@@ -451,14 +451,7 @@ mod daemon {
     use tokio::process::Child;
     use tokio::sync::mpsc::UnboundedReceiver;
 
-    use crate::harness::recorder::{Recorded, Recorder};
-
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    }
+    pub use crate::harness::daemon::free_port;
 
     /// A configuration with one tcp probe `svc` against `port`, telling a
     /// webhook at `hook`.
@@ -479,23 +472,6 @@ mod daemon {
     pub fn start(cfg: &Path) -> (Child, UnboundedReceiver<String>) {
         let d = crate::harness::daemon::Daemon::start(cfg, 0);
         (d.child, d.log)
-    }
-
-    /// Waits until the receiver has seen `n` requests.
-    pub async fn requests(rec: &Recorder, n: usize, what: &str) -> Vec<Recorded> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = rec.requests();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {what} within 20s; got {} requests",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// Waits until the log shows `n` more failed runs of `svc`.
@@ -546,7 +522,7 @@ async fn run_notifies_once_and_survives_sigkill_without_repeating() {
     let cfg = daemon::config(dir.path(), port, &rec.url("/hook"));
 
     let (mut child, mut log) = daemon::start(&cfg);
-    let first = daemon::requests(&rec, 1, "opened notice").await;
+    let first = rec.wait_for(1, "opened notice").await;
     let opened = notice_of(&first[0]);
     assert_eq!(opened.kind, NoticeKind::Opened);
     assert_eq!(opened.probe, "svc");
@@ -572,7 +548,7 @@ async fn run_notifies_once_and_survives_sigkill_without_repeating() {
 
     // The target comes back: one resolution, after the restart.
     let server = daemon::target_up(port).await;
-    let all = daemon::requests(&rec, 2, "resolved notice").await;
+    let all = rec.wait_for(2, "resolved notice").await;
     let resolved = notice_of(&all[1]);
     assert_eq!(resolved.kind, NoticeKind::Resolved);
     assert_eq!(resolved.probe, "svc");
@@ -603,11 +579,11 @@ async fn a_notice_queued_at_sigkill_is_delivered_after_restart_exactly_once() {
     let cfg = daemon::config(dir.path(), port, &rec.url("/hook"));
 
     let (mut child, _log) = daemon::start(&cfg);
-    daemon::requests(&rec, 1, "first (refused) attempt").await;
+    rec.wait_for(1, "first (refused) attempt").await;
     daemon::kill9(&mut child).await;
 
     let (mut child, _log) = daemon::start(&cfg);
-    let all = daemon::requests(&rec, 2, "retried notice").await;
+    let all = rec.wait_for(2, "retried notice").await;
     assert_eq!(notice_of(&all[1]).kind, NoticeKind::Opened);
     assert_eq!(
         notice_of(&all[0]),

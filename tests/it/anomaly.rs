@@ -17,7 +17,7 @@ use lookout::result::{Phase, ProbeResult};
 use lookout::store::Store;
 
 use crate::harness::assert_first_error;
-use crate::harness::daemon::{free_port, notices, Daemon};
+use crate::harness::daemon::{notices, start_in};
 use crate::harness::http_server::delayed_target;
 use crate::harness::recorder::Recorder;
 
@@ -61,17 +61,12 @@ async fn a_threefold_slowdown_is_a_degradation_naming_the_phase_then_recovers() 
     let delay = Arc::new(AtomicU64::new(20));
     let target = delayed_target(delay.clone()).await;
     let rec = Recorder::start().await;
-    let cfg = dir.path().join("lookout.yaml");
-    let port = free_port();
-    std::fs::write(
-        &cfg,
+    let d = start_in(dir.path(), |port| {
         format!(
-            "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: api\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    interval: 200ms\n    timeout: 190ms\n    alert:\n      notify: [hook]\n      degraded:\n        recover_after: 3\n        anomaly: {{ window: 5s, min_delta: 10ms, min_runs: 10 }}\n",
-            rec.url("/hook")
-        ),
-    )
-    .expect("write config");
-    let d = Daemon::start(&cfg, port);
+                "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: api\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    interval: 200ms\n    timeout: 190ms\n    alert:\n      notify: [hook]\n      degraded:\n        recover_after: 3\n        anomaly: {{ window: 5s, min_delta: 10ms, min_runs: 10 }}\n",
+                rec.url("/hook")
+            )
+    });
     // Normal for a while (30 runs besides the history): the phase
     // reference learns, nothing is raised.
     d.wait_results("api", HISTORY_RUNS + 30).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::harness::daemon::{free_port, notices, Daemon};
+use crate::harness::daemon::{notices, start_in};
 use crate::harness::http_target_with;
 use crate::harness::recorder::Recorder;
 
@@ -82,17 +82,13 @@ async fn a_deploy_before_an_incident_is_cited_and_the_timeline_tells_the_story()
     let target = http_target_with(move |_, _| h.load(Ordering::SeqCst));
     let rec = Recorder::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("lookout.yaml");
-    let port = free_port();
-    std::fs::write(
-        &cfg,
+    let d = start_in(dir.path(), |port| {
         format!(
-            "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\", token: \"{TOKEN}\" }}\ntracing: {{ link: \"https://tempo.example.com/trace/{{trace_id}}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: checkout\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    interval: 200ms\n    timeout: 150ms\n    labels: {{ service: checkout, team: shop }}\n    alert: {{ after: 2, recover_after: 2, notify: [hook] }}\n",
-            rec.url("/hook")
-        ),
-    )
-    .expect("write config");
-    let d = Daemon::start(&cfg, port);
+                "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\", token: \"{TOKEN}\" }}\ntracing: {{ link: \"https://tempo.example.com/trace/{{trace_id}}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: checkout\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    interval: 200ms\n    timeout: 150ms\n    labels: {{ service: checkout, team: shop }}\n    alert: {{ after: 2, recover_after: 2, notify: [hook] }}\n",
+                rec.url("/hook")
+            )
+    });
+    let port = d.port;
     d.wait_results("checkout", 1).await;
 
     // Writes need the token; a bad body says what is wrong.

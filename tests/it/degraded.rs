@@ -10,7 +10,7 @@ use lookout::alert::state::IncidentKind;
 use lookout::notify::NoticeKind;
 
 use crate::harness::assert_first_error;
-use crate::harness::daemon::{free_port, notices, Daemon};
+use crate::harness::daemon::{notices, start_in};
 use crate::harness::http_server::delayed_target;
 use crate::harness::recorder::Recorder;
 
@@ -20,17 +20,12 @@ async fn a_slow_target_is_degraded_not_down_and_its_recovery_is_told() {
     let target = delayed_target(delay.clone()).await;
     let rec = Recorder::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("lookout.yaml");
-    let port = free_port();
-    std::fs::write(
-        &cfg,
+    let d = start_in(dir.path(), |port| {
         format!(
-            "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: api\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    interval: 200ms\n    timeout: 190ms\n    alert:\n      notify: [hook]\n      degraded: {{ latency: 60ms, after: 2, recover_after: 2 }}\n",
-            rec.url("/hook")
-        ),
-    )
-    .expect("write config");
-    let d = Daemon::start(&cfg, port);
+                "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: api\n    http: {{ url: \"http://127.0.0.1:{target}/\" }}\n    interval: 200ms\n    timeout: 190ms\n    alert:\n      notify: [hook]\n      degraded: {{ latency: 60ms, after: 2, recover_after: 2 }}\n",
+                rec.url("/hook")
+            )
+    });
     d.wait_results("api", 2).await;
     assert!(rec.requests().is_empty(), "a fast probe tells nobody");
 

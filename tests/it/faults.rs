@@ -75,23 +75,6 @@ fn switchable_target() -> (u16, Arc<AtomicBool>) {
     (port, healthy)
 }
 
-/// Waits until the receiver has seen `n` requests.
-async fn wait_requests(rec: &Recorder, n: usize, what: &str) -> Vec<Recorded> {
-    let deadline = Instant::now() + EVENT;
-    loop {
-        let got = rec.requests();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {EVENT:?}; {} requests so far",
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A webhook notice as far as these tests look at it.
 #[derive(Debug, Clone, PartialEq)]
 struct Seen {
@@ -264,7 +247,7 @@ async fn faults_kill9_mid_incident_keeps_history_streak_incident_and_notices() {
     let db = db_in(dir.path());
 
     let mut first = RunChild::start(&cfg);
-    let got = wait_requests(&rec, 1, "opened notice").await;
+    let got = rec.wait_for(1, "opened notice").await;
     // (b) the incident is open in the database and its notice was delivered
     // and marked so.
     let incident = wait_db(&db, EVENT, "open incident, delivered notice", |c| {
@@ -369,7 +352,7 @@ async fn faults_kill9_mid_incident_keeps_history_streak_incident_and_notices() {
 
     // Recovery: exactly one resolution, for the same incident.
     healthy.store(true, Ordering::SeqCst);
-    let got = wait_requests(&rec, 2, "resolved notice").await;
+    let got = rec.wait_for(2, "resolved notice").await;
     // Settled: the engine has seen two more successes after the
     // resolution, and the outbox holds nothing pending.
     wait_svc(listen, &db, after.len(), "svc up for 4 runs", |v| {
@@ -426,7 +409,7 @@ async fn faults_kill9_with_a_notice_in_flight_delivers_it_after_restart_once() {
     let db = db_in(dir.path());
 
     let mut first = RunChild::start(&cfg);
-    wait_requests(&rec, 1, "opened notice (left hanging)").await;
+    rec.wait_for(1, "opened notice (left hanging)").await;
     assert_eq!(
         svc_outbox(&db),
         [("opened".to_string(), "pending".to_string())],
@@ -442,7 +425,9 @@ async fn faults_kill9_with_a_notice_in_flight_delivers_it_after_restart_once() {
     let (id, started_at, _) = incidents[0];
 
     let second = RunChild::start(&cfg);
-    let got = wait_requests(&rec, 2, "the notice, sent again after the restart").await;
+    let got = rec
+        .wait_for(2, "the notice, sent again after the restart")
+        .await;
     assert_eq!(got[1].json(), got[0].json(), "not the same notice");
     assert_notice(&notice(&got[1]), "opened", (id, started_at, None));
     wait_db(&db, EVENT, "the notice marked delivered", |c| {
@@ -472,7 +457,7 @@ async fn faults_kill9_with_a_notice_in_flight_delivers_it_after_restart_once() {
     assert_eq!(svc_incidents(&db), [(id, started_at, None)]);
 
     healthy.store(true, Ordering::SeqCst);
-    let got = wait_requests(&rec, 3, "resolved notice").await;
+    let got = rec.wait_for(3, "resolved notice").await;
     wait_svc(listen, &db, floor, "svc up for 4 runs", |v| {
         v["state"] == "up" && v["streak"]["successes"].as_u64() >= Some(4)
     })

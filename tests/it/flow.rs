@@ -16,7 +16,7 @@ use lookout::probe::run_once;
 use lookout::result::{FailureClass, ProbeResult};
 use serde_json::json;
 
-use crate::harness::daemon::{free_port, notices, Daemon};
+use crate::harness::daemon::{notices, start_in};
 use crate::harness::http_server::{assert_no_leak, serve, Reply, Seen, Server};
 use crate::harness::recorder::Recorder;
 use crate::harness::{assert_first_error, detail, probe_from_yaml};
@@ -423,15 +423,13 @@ async fn captured_secrets_stay_out_of_logs_notices_the_api_and_the_database() {
     shop.orders_status.store(503, Ordering::SeqCst);
     let rec = Recorder::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("lookout.yaml");
-    let port = free_port();
-    let config = format!(
-        "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: shop\n    interval: 300ms\n    timeout: 250ms\n    alert: {{ after: 2, notify: [hook] }}\n{}",
-        rec.url("/hook"),
-        shop.steps("/users/${steps.login.user}/orders", "")
-    );
-    std::fs::write(&cfg, config).expect("write config");
-    let mut d = Daemon::start(&cfg, port);
+    let mut d = start_in(dir.path(), |port| {
+        format!(
+            "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\nnotifiers:\n  hook:\n    webhook: {{ url: \"{}\" }}\nprobes:\n  - name: shop\n    interval: 300ms\n    timeout: 250ms\n    alert: {{ after: 2, notify: [hook] }}\n{}",
+            rec.url("/hook"),
+            shop.steps("/users/${steps.login.user}/orders", "")
+        )
+    });
     d.wait_results("shop", 3).await;
     let notice = notices(&rec, 1).await.remove(0);
     let why = notice.first_failure.map(|f| f.message).unwrap_or_default();

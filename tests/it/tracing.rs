@@ -19,7 +19,7 @@ use lookout::server::{ProbeInfo, ProbeSet};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::harness::daemon::{free_port, Daemon};
+use crate::harness::daemon::start_in;
 use crate::harness::http_server::{ok, serve, Reply, Seen, Server};
 use crate::harness::recorder::{Answer, Recorded, Recorder};
 use crate::harness::{detail, probe_from_yaml, probe_with, probes_from_yaml};
@@ -315,23 +315,6 @@ fn a_good_tracing_section_compiles_and_its_token_is_a_secret() {
     );
 }
 
-/// Waits until `rec` holds at least `n` requests; returns them.
-async fn requests(rec: &Recorder, n: usize) -> Vec<Recorded> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = rec.requests();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} OTLP requests within 20s",
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Every span of every OTLP request `rec` received.
 fn spans(reqs: &[Recorded]) -> Vec<Value> {
     reqs.iter()
@@ -393,7 +376,7 @@ async fn a_failed_run_reaches_the_collector_as_an_error_span_of_its_trace() {
     assert!(!r.success);
     exporter.offer(&r);
 
-    let reqs = requests(&collector, 2).await;
+    let reqs = collector.wait_for(2, "OTLP requests").await;
     assert_eq!(reqs[0].text(), reqs[1].text(), "the same batch, retried");
     let req = &reqs[1];
     assert_eq!(req.path, "/v1/traces");
@@ -493,7 +476,7 @@ async fn a_flow_is_one_span_with_a_child_per_step() {
     let r = run_once(&spec).await;
     assert!(r.success, "{r:?}");
     exporter.offer(&r);
-    let all = spans(&requests(&collector, 1).await);
+    let all = spans(&collector.wait_for(1, "OTLP request").await);
     assert_eq!(all.len(), 3, "{all:#?}");
     let trace = trace_id(&r);
     let root = &all[0];
@@ -519,10 +502,7 @@ async fn the_daemon_exports_spans_and_links_trace_ids_on_the_probe_page() {
     let target = serve(None, |_| (500, "text/plain", "boom".to_string())).await;
     let collector = Recorder::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("lookout.yaml");
-    let port = free_port();
-    std::fs::write(
-        &cfg,
+    let d = start_in(dir.path(), |port| {
         format!(
             "storage: {{ sqlite: lookout.db }}\nserver: {{ listen: \"127.0.0.1:{port}\" }}\n\
              tracing:\n  link: \"https://tempo.example.com/trace/{{trace_id}}?from=lookout&x=<y>\"\n\
@@ -530,12 +510,10 @@ async fn the_daemon_exports_spans_and_links_trace_ids_on_the_probe_page() {
              probes:\n  - name: pay\n    interval: 300ms\n    timeout: 250ms\n    http: {{ url: \"{}\" }}\n",
             collector.url("/v1/traces"),
             url(&target, "/pay")
-        ),
-    )
-    .expect("write the configuration");
-    let d = Daemon::start(&cfg, port);
+        )
+    });
     d.wait_results("pay", 1).await;
-    let all = spans(&requests(&collector, 1).await);
+    let all = spans(&collector.wait_for(1, "OTLP request").await);
     let span = all.first().expect("a span");
     let sent: Vec<String> = target.seen().iter().map(|s| received(s).0).collect();
     let exported = span["traceId"].as_str().expect("traceId").to_string();

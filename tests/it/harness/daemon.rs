@@ -21,6 +21,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Writes the configuration `config` makes for a free port to
+/// `dir/lookout.yaml` and starts `lookout run` on it.
+pub fn start_in(dir: &Path, config: impl FnOnce(u16) -> String) -> Daemon {
+    let port = free_port();
+    let cfg = dir.join("lookout.yaml");
+    std::fs::write(&cfg, config(port)).expect("write config");
+    Daemon::start(&cfg, port)
+}
+
 /// A running daemon: the child, its log lines, its HTTP port.
 pub struct Daemon {
     pub child: Child,
@@ -168,20 +177,9 @@ impl Daemon {
 
 /// Waits until the webhook receiver has `n` requests; returns the notices.
 pub async fn notices(rec: &Recorder, n: usize) -> Vec<lookout::notify::Notice> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = rec.requests();
-        if got.len() >= n {
-            return got
-                .iter()
-                .map(|r| serde_json::from_value(r.json()).expect("a notice"))
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} notices within 20s",
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rec.wait_for(n, "notices")
+        .await
+        .iter()
+        .map(|r| serde_json::from_value(r.json()).expect("a notice"))
+        .collect()
 }

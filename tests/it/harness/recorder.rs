@@ -135,6 +135,24 @@ impl Recorder {
         lock(&self.shared.requests).clone()
     }
 
+    /// Waits (up to 20 s) until at least `n` requests arrived and returns
+    /// them all; panics naming `what` otherwise.
+    pub async fn wait_for(&self, n: usize, what: &str) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got = self.requests();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what} within 20s; {} of {n} requests so far",
+                got.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The only request received so far; panics unless there is exactly one.
     pub fn only_request(&self) -> Recorded {
         let r = self.requests();
