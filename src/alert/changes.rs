@@ -89,8 +89,8 @@ impl ChangeRef {
 
 /// The changes among `events` that match `labels` and happened within
 /// `window` before `start` (or at it), newest first, at most `limit`.
-pub fn cite(
-    events: &[ChangeEvent],
+pub fn cite<'a>(
+    events: impl IntoIterator<Item = &'a ChangeEvent>,
     labels: &BTreeMap<String, String>,
     start: DateTime<Utc>,
     window: std::time::Duration,
@@ -100,7 +100,7 @@ pub fn cite(
         return Vec::new();
     };
     let mut found: Vec<&ChangeEvent> = events
-        .iter()
+        .into_iter()
         .filter(|e| e.at <= start && start - e.at <= window && e.matches(labels))
         .collect();
     found.sort_by_key(|e| std::cmp::Reverse(e.at));

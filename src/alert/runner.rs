@@ -367,6 +367,9 @@ fn remember(recent: &mut VecDeque<ChangeEvent>, event: ChangeEvent) {
 /// Marks the Opened notices `r` caused with `r`'s trace id (and the link
 /// `tracing.link` makes of it): the request that tipped the probe over.
 fn with_trace(engine: &Engine, r: &ProbeResult, mut caused: Vec<Outgoing>) -> Vec<Outgoing> {
+    if caused.is_empty() {
+        return caused;
+    }
     let Some(id) = r
         .details
         .get("trace_id")
@@ -393,7 +396,6 @@ fn cite_changes(engine: &Engine, recent: &VecDeque<ChangeEvent>, pending: &mut [
     if recent.is_empty() {
         return;
     }
-    let events: Vec<ChangeEvent> = recent.iter().cloned().collect();
     for item in pending.iter_mut() {
         let n = &mut item.notice;
         if n.kind != crate::notify::NoticeKind::Opened || !n.changes.is_empty() {
@@ -402,7 +404,7 @@ fn cite_changes(engine: &Engine, recent: &VecDeque<ChangeEvent>, pending: &mut [
         let Some(window) = engine.alert_spec(&n.probe).map(|a| a.events_window) else {
             continue;
         };
-        n.changes = cite(&events, &n.labels, n.since, window, CITED);
+        n.changes = cite(recent, &n.labels, n.since, window, CITED);
     }
 }
 

@@ -200,11 +200,6 @@ pub struct Degradation {
 }
 
 impl Degradation {
-    /// Nothing worth storing: the state of every probe without the rules.
-    pub fn is_idle(&self) -> bool {
-        *self == Degradation::default()
-    }
-
     fn failures_in(&self, n: u32) -> u32 {
         let mask = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
         (self.recent & mask).count_ones()

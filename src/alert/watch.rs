@@ -105,9 +105,8 @@ impl Watches {
             w.window.pop_front();
         }
         w.detector.learn_phases(&mut w.reference, &sample);
-        let samples: Vec<Sample> = w.window.iter().copied().collect();
-        w.detector
-            .evaluate(&w.baseline, &samples, now, &w.reference);
+        let samples = w.window.make_contiguous();
+        w.detector.evaluate(&w.baseline, samples, now, &w.reference);
         match w.detector.open() {
             Some(a) => {
                 let reason = describe(a, w.cfg.window);

@@ -146,12 +146,25 @@ impl LiveState {
     /// replaced result freed outside the lock, so readers (pages, scrapes)
     /// and other results wait only for a pointer swap.
     pub fn record(&self, r: &ProbeResult) {
-        let mut copy = r.clone();
-        // Kept in the database and read from there (the probe page, the
-        // results API); nothing reads them from the latest copy, which
-        // every probe holds one of (a megabyte at 10,000 probes).
-        copy.details.remove("trace_id");
-        copy.details.remove("steps");
+        // `trace_id` and a flow's `steps` are kept in the database and read
+        // from there (the probe page, the results API); nothing reads them
+        // from the latest copy, which every probe holds one of (a megabyte
+        // at 10,000 probes), so they are not copied.
+        let copy = ProbeResult {
+            probe: r.probe.clone(),
+            started_at: r.started_at,
+            duration: r.duration,
+            success: r.success,
+            failure: r.failure.clone(),
+            phases: r.phases.clone(),
+            checks: r.checks.clone(),
+            details: r
+                .details
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "trace_id" | "steps"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
         let mut latest = match self.latest.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
