@@ -220,6 +220,7 @@ fn result(p: usize, at_ms: i64, i: i64) -> ProbeResult {
         ],
         checks: Vec::new(),
         details,
+        location: None,
     }
 }
 

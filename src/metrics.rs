@@ -10,8 +10,13 @@
 //!   write latency, the outbox task's [`NotifyCounters`], and what a scrape
 //!   reads at once ([`Scrape`]: open incidents, outbox rows by status).
 //!
+//! When the instance has a `location`, every `probe_*` series carries it as
+//! a last `location` label, so several instances' scrapes can be told
+//! apart; without one the output is as before.
+//!
 //! Label values come only from configured probe names and labels, kinds,
-//! phases, failure classes and the version: never a message or a URL.
+//! phases, failure classes, the location and the version: never a message
+//! or a URL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -230,9 +235,17 @@ pub struct Registry {
     reloads_failed: AtomicU64,
     last_reload_failed: AtomicBool,
     config_loaded_at: std::sync::atomic::AtomicI64,
+    /// With several instances: whether this one leads alerting.
+    leading: OnceLock<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Registry {
+    /// Shows `lookout_alerting_leader` from now on (several instances on
+    /// PostgreSQL, `alert/leader.rs`).
+    pub fn set_leading(&self, leading: tokio::sync::watch::Receiver<bool>) {
+        let _ = self.leading.set(leading);
+    }
+
     pub fn new(probes: &[ProbeInfo]) -> Registry {
         Registry {
             kinds: std::sync::RwLock::new(
@@ -397,6 +410,15 @@ impl Registry {
             1.0,
         );
 
+        if let Some(leading) = self.leading.get() {
+            out.family(
+                "lookout_alerting_leader",
+                "gauge",
+                "1 while this instance leads alerting and sends notices (several instances on one PostgreSQL), else 0.",
+            );
+            let lead = *leading.borrow();
+            out.sample("lookout_alerting_leader", &[], if lead { 1.0 } else { 0.0 });
+        }
         out.family(
             "lookout_config_last_reload_successful",
             "gauge",
@@ -547,6 +569,8 @@ pub struct Scrape<'a> {
     /// Outbox rows by status; `None` leaves `lookout_outbox_notices` out
     /// (no database, or it could not be read for this scrape).
     pub outbox: Option<OutboxCounts>,
+    /// This instance's location: the `location` label of `probe_*` series.
+    pub location: Option<&'a str>,
 }
 
 /// The whole exposition: per-probe families from the latest results, the
@@ -556,7 +580,11 @@ pub fn render(scrape: &Scrape<'_>, registry: &Registry) -> String {
     let mut out = Exposition::default();
     let runs: Vec<(Vec<(String, String)>, &ProbeResult)> = probes
         .iter()
-        .filter_map(|p| latest.get(&p.name).map(|r| (probe_labels(p), r)))
+        .filter_map(|p| {
+            latest
+                .get(&p.name)
+                .map(|r| (probe_labels(p, scrape.location), r))
+        })
         .collect();
 
     out.family(
@@ -601,8 +629,10 @@ pub fn render(scrape: &Scrape<'_>, registry: &Registry) -> String {
                     Phase::Transfer => "transfer",
                     _ => continue,
                 };
+                // `location`, when there is one, stays the last label.
                 let mut l = l.clone();
-                l.push(("phase".into(), name.into()));
+                let at = l.len() - usize::from(scrape.location.is_some());
+                l.insert(at, ("phase".into(), name.into()));
                 out.sample("probe_http_duration_seconds", &l, d.as_secs_f64());
             }
         }
@@ -695,9 +725,10 @@ fn write_alerting(out: &mut Exposition, scrape: &Scrape<'_>) {
     }
 }
 
-/// `probe`, `kind`, then the configured labels with sanitized names; names
-/// that clash with ours (or each other, after sanitizing) are skipped.
-fn probe_labels(p: &ProbeInfo) -> Vec<(String, String)> {
+/// `probe`, `kind`, then the configured labels with sanitized names, then
+/// `location` when the instance has one; names that clash with ours (or
+/// each other, after sanitizing) are skipped.
+fn probe_labels(p: &ProbeInfo, location: Option<&str>) -> Vec<(String, String)> {
     let mut l: Vec<(String, String)> = vec![
         ("probe".into(), p.name.clone()),
         ("kind".into(), p.kind.into()),
@@ -706,10 +737,16 @@ fn probe_labels(p: &ProbeInfo) -> Vec<(String, String)> {
         let Some(name) = sanitize_label_name(k) else {
             continue;
         };
-        if RESERVED.contains(&name.as_str()) || l.iter().any(|(n, _)| *n == name) {
+        if RESERVED.contains(&name.as_str())
+            || l.iter().any(|(n, _)| *n == name)
+            || (location.is_some() && name == "location")
+        {
             continue;
         }
         l.push((name, v.clone()));
+    }
+    if let Some(loc) = location {
+        l.push(("location".into(), loc.into()));
     }
     l
 }
@@ -860,6 +897,7 @@ mod tests {
                 failed: 1,
                 expired: 0,
             }),
+            location: None,
         };
         let text = render(&scrape, &registry);
         for want in [
@@ -899,6 +937,70 @@ mod tests {
         assert!(!text.contains("# TYPE lookout_outbox_notices"), "{text}");
         assert!(text.contains("lookout_scrape_errors_total{family=\"lookout_outbox_notices\"} 2\n"));
         assert!(registry.outbox_scrape(true));
+    }
+
+    /// With a location every `probe_*` series ends with its label (a
+    /// configured `location` label gives way); Lookout's own families and
+    /// an instance without a location are unchanged.
+    #[test]
+    fn probe_series_carry_the_instance_location() {
+        use crate::result::Phase;
+        let probes = vec![ProbeInfo {
+            name: "web".into(),
+            kind: "http",
+            target: "t".into(),
+            schedule: "every 1s".into(),
+            labels: [("team", "core"), ("location", "configured")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }];
+        let registry = Registry::new(&probes);
+        let mut details = serde_json::Map::new();
+        details.insert("status".into(), 200.into());
+        let result = ProbeResult {
+            probe: "web".into(),
+            started_at: chrono::Utc::now(),
+            duration: Duration::from_millis(20),
+            success: true,
+            failure: None,
+            phases: vec![(Phase::Dns, Duration::from_millis(1))],
+            checks: vec![],
+            details,
+            location: Some("eu-west".into()),
+        };
+        let latest: HashMap<String, ProbeResult> = [("web".to_string(), result)].into();
+        let alerts = HashMap::new();
+        let scrape = |location| Scrape {
+            probes: &probes,
+            latest: &latest,
+            alerts: &alerts,
+            incidents_open: 0,
+            outbox: None,
+            location,
+        };
+
+        let text = render(&scrape(Some("eu-west")), &registry);
+        let l = r#"probe="web",kind="http",team="core",location="eu-west""#;
+        for want in [
+            format!("probe_success{{{l}}} 1\n"),
+            format!("probe_duration_seconds{{{l}}} 0.02\n"),
+            format!("probe_http_status_code{{{l}}} 200\n"),
+            r#"probe_http_duration_seconds{probe="web",kind="http",team="core",phase="resolve",location="eu-west"} 0.001"#.into(),
+            r#"lookout_probe_state{probe="web",kind="http",state="pending"} 1"#.into(),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("configured"), "{text}");
+        assert_eq!(text.matches("location=").count(), 4, "{text}");
+
+        let text = render(&scrape(None), &registry);
+        let l = r#"probe="web",kind="http",location="configured",team="core""#;
+        assert!(
+            text.contains(&format!("probe_success{{{l}}} 1\n")),
+            "{text}"
+        );
+        assert!(!text.contains("eu-west"), "{text}");
     }
 
     #[test]

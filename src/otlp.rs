@@ -516,6 +516,7 @@ mod tests {
             ],
             checks: Vec::new(),
             details,
+            location: None,
         };
         let doc: Json =
             serde_json::from_slice(&encode(&cfg(), &ProbeSet::default(), &[r])).expect("json");

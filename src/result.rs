@@ -5,6 +5,7 @@
 //! detail is passed through [`crate::redact`] before it is stored here.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -160,6 +161,10 @@ pub struct ProbeResult {
     /// Small kind-specific facts: status code, response size, answers, TLS
     /// version, certificate subject and expiry.
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// The location of the instance that ran it (`location`), stamped by
+    /// the daemon's sink; `None` for an instance without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Arc<str>>,
 }
 
 impl ProbeResult {

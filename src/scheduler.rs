@@ -336,12 +336,13 @@ pub fn fingerprint(spec: &ProbeSpec) -> u64 {
         labels,
         depends_on,
         alert,
+        locations,
         defined_at: _,
     } = spec;
     let mut f = Feed(std::collections::hash_map::DefaultHasher::new());
     let _ = write!(
         f,
-        "{name:?}{description:?}{kind:?}{schedule:?}{timeout:?}{expect_latency:?}{labels:?}{depends_on:?}{alert:?}"
+        "{name:?}{description:?}{kind:?}{schedule:?}{timeout:?}{expect_latency:?}{labels:?}{depends_on:?}{alert:?}{locations:?}"
     );
     f.0.finish()
 }

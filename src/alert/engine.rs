@@ -22,6 +22,10 @@
 //!   believing a probe is still down.
 //! * A Resolved notice goes out only for an incident whose Opened notice
 //!   went out, to the same notifiers.
+//!
+//! Before any of this, a result from one of several locations is turned
+//! into its effective outcome under `alert.locations` (see [`super::quorum`]);
+//! with one location it is taken as it is.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::maintenance::{silenced, MaintenanceWindow};
+use super::quorum::Quorum;
 use super::state::{Incident, IncidentKind, ProbeState, Status, Transition, Verdict};
 use crate::config::{Config, ProbeSpec};
 use crate::notify::{Notice, NoticeKind};
@@ -48,6 +53,8 @@ struct Probe {
     /// Transitive `depends_on`, nearest first.
     ancestors: Vec<String>,
     state: ProbeState,
+    /// Each location's latest result, for `alert.locations` (not saved).
+    quorum: Quorum,
 }
 
 /// Every probe's alerting state.
@@ -82,6 +89,7 @@ impl Engine {
                     spec: spec.clone(),
                     ancestors,
                     state: ProbeState::new(),
+                    quorum: Quorum::default(),
                 },
             );
         }
@@ -102,9 +110,10 @@ impl Engine {
     }
 
     /// Takes a new configuration (a reload). Probes that are still
-    /// configured keep their state — streaks, open incident — whether or
-    /// not their definition changed; added probes start pending. A removed
-    /// probe's open incident is closed as `removed` (ended now, saved with
+    /// configured keep their state — streaks, open incident, each
+    /// location's latest result — whether or not their definition changed;
+    /// added probes start pending. A removed probe's quorum is dropped, and
+    /// its open incident is closed as `removed` (ended now, saved with
     /// the next save) and, if its Opened notice went out, a Resolved notice
     /// with state `removed` tells the same notifiers, so nobody is left
     /// waiting for a recovery that cannot come. Returns those notices.
@@ -150,6 +159,7 @@ impl Engine {
         for (name, p) in std::mem::take(&mut self.probes) {
             if let Some(kept) = next.probes.get_mut(&name) {
                 kept.state = p.state;
+                kept.quorum = p.quorum;
             }
         }
         next.closed = std::mem::take(&mut self.closed);
@@ -258,17 +268,23 @@ impl Engine {
             .is_some_and(|p| silenced(&self.windows, &p.spec, now))
     }
 
-    /// Applies one result; returns the notices it causes. Results of
+    /// Applies one result (its effective outcome across locations, see
+    /// [`super::quorum`]); returns the notices it causes. Results of
     /// probes that are not configured are ignored.
     pub fn on_result(&mut self, result: &ProbeResult, now: DateTime<Utc>) -> Vec<Outgoing> {
         let name = result.probe.as_str();
         let Some(p) = self.probes.get_mut(name) else {
             return Vec::new();
         };
+        let effective = p.quorum.observe(&p.spec, &p.state, result);
+        let (success, failure) = match &effective {
+            Some(e) => (e.success, e.failure.as_ref()),
+            None => (result.success, result.failure.as_ref()),
+        };
         let verdict = Verdict {
             at: result.started_at,
-            success: result.success,
-            failure: result.failure.as_ref(),
+            success,
+            failure,
             latency: Some(result.duration),
         };
         let transition = p.state.observe(&p.spec.alert, verdict);
@@ -649,6 +665,7 @@ mod tests {
             phases: Vec::new(),
             checks: Vec::new(),
             details: Default::default(),
+            location: None,
         }
     }
 

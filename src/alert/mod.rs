@@ -4,14 +4,18 @@
 //! [`state`] is the pure per-probe state machine; [`engine`] runs one for
 //! every probe, applies dependencies, maintenance windows and `alert`
 //! settings, and turns transitions into [`crate::notify::Notice`]s, one per
-//! notifier. Everything takes the current time as an argument, so the logic
-//! is tested without sleeping.
+//! notifier. [`quorum`] turns the results of several locations into the
+//! outcome a probe's state machine sees (`alert.locations`). Everything
+//! takes the current time as an argument, so the logic is tested without
+//! sleeping.
 
 pub mod board;
 pub mod changes;
 pub mod engine;
+pub mod leader;
 pub mod maintenance;
 pub mod outbox;
+pub mod quorum;
 pub mod runner;
 pub mod state;
 pub mod watch;

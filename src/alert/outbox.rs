@@ -71,6 +71,9 @@ pub struct OutboxSettings {
     /// Where attempts are counted per notifier and outcome (for
     /// `lookout_notifications_total`), when someone shows them.
     pub counters: Option<Arc<NotifyCounters>>,
+    /// With several instances (`alert/leader.rs`): true while this one
+    /// leads; the outbox reads and sends rows only then.
+    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for OutboxSettings {
@@ -85,6 +88,7 @@ impl Default for OutboxSettings {
             batch: 500,
             send: SendOptions::default(),
             counters: None,
+            leading: None,
         }
     }
 }
@@ -293,6 +297,19 @@ impl Task {
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if let Some(mut leading) = self.settings.leading.clone() {
+                if !*leading.borrow_and_update() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        changed = leading.changed() => {
+                            if changed.is_err() {
+                                break; // the alerting task is gone
+                            }
+                            continue;
+                        }
+                    }
+                }
             }
             match self.load_due().await {
                 Ok(rows) => {

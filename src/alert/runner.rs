@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::changes::{cite, ChangeEvent};
+use super::leader::{Cluster, Feed};
 use super::outbox::OutboxHandle;
 use super::watch::{self, Change, Watches};
 use super::{AlertBoard, AlertView, Engine, Incident, Outgoing, ProbeState};
@@ -81,9 +82,9 @@ pub struct AlertHandle {
 }
 
 /// A change event on its way to the alerting task, and where to answer.
-struct EventIn {
-    event: ChangeEvent,
-    reply: oneshot::Sender<Result<ChangeEvent, String>>,
+pub(super) struct EventIn {
+    pub(super) event: ChangeEvent,
+    pub(super) reply: oneshot::Sender<Result<ChangeEvent, String>>,
 }
 
 /// How far back the alerting task keeps events in memory: the longest
@@ -123,23 +124,72 @@ impl AlertHandle {
 /// Starts the alerting task on `store` (its own connection) after
 /// restoring the saved states. Returns an error when the saved states
 /// cannot be read.
+///
+/// With `cluster` (several instances on one PostgreSQL), the task first
+/// waits to become the leader (`leader.rs`): until then it only stores
+/// posted events and shows the leader's saved states on the board; as
+/// leader it restores the states, reads every instance's results from the
+/// database (the sink does not hand it this instance's) and steps down
+/// when it loses the lock.
 pub async fn spawn_alerting(
     config: &Config,
     store: Store,
     outbox: OutboxHandle,
     board: AlertBoard,
     shutdown: CancellationToken,
+    cluster: Option<Cluster>,
 ) -> Result<(AlertHandle, JoinHandle<()>), StoreError> {
     let store = Arc::new(Mutex::new(store));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (reconfig, reconfigs) = mpsc::unbounded_channel();
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let mut inputs = Inputs {
+        results: rx,
+        reconfigs,
+        events: events_rx,
+        config: Arc::new(config.clone()),
+    };
+    let handle = AlertHandle {
+        tx,
+        reconfig,
+        events,
+    };
+    if let Some(cluster) = cluster {
+        let task = tokio::spawn(super::leader::follow_and_lead(
+            inputs, store, outbox, board, shutdown, cluster,
+        ));
+        return Ok((handle, task));
+    }
+    let (engine, recent) = restore(&inputs.config, &store, &board).await?;
+    let task = tokio::spawn(async move {
+        run(
+            engine,
+            &mut inputs,
+            recent,
+            store,
+            outbox,
+            board,
+            shutdown,
+            None,
+        )
+        .await;
+    });
+    Ok((handle, task))
+}
+
+/// A fresh engine for `config` with the states saved in the database,
+/// published on the board, and the change events of the last day.
+pub(super) async fn restore(
+    config: &Config,
+    store: &Arc<Mutex<Store>>,
+    board: &AlertBoard,
+) -> Result<(Engine, VecDeque<ChangeEvent>), StoreError> {
     let mut engine = Engine::new(config);
     let saved = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || lock(&store).load_alert_states())
             .await
-            .map_err(|e| StoreError::Io {
-                path: Default::default(),
-                error: std::io::Error::other(e.to_string()),
-            })??
+            .map_err(thread_failed)??
     };
     let mut restored = 0;
     for (name, state) in saved {
@@ -150,118 +200,141 @@ pub async fn spawn_alerting(
     if restored > 0 {
         tracing::info!(probes = restored, "alerting state restored");
     }
-    publish_all(&engine, &board);
-    let recent = {
-        let store = store.clone();
-        let now = Utc::now();
-        let since = now - TimeDelta::from_std(EVENTS_KEPT).unwrap_or_default();
-        let until = now + TimeDelta::days(1);
-        tokio::task::spawn_blocking(move || {
-            lock(&store).events_between(since, until, EVENTS_KEPT_MAX)
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            path: Default::default(),
-            error: std::io::Error::other(e.to_string()),
-        })??
-    };
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (reconfig, reconfigs) = mpsc::unbounded_channel();
-    let (events, events_rx) = mpsc::unbounded_channel();
-    let inputs = Inputs {
-        results: rx,
-        reconfigs,
-        events: events_rx,
-    };
-    let task = tokio::spawn(run(
-        engine,
-        inputs,
-        recent.into_iter().rev().collect(),
-        store,
-        outbox,
-        board,
-        shutdown,
-    ));
-    Ok((
-        AlertHandle {
-            tx,
-            reconfig,
-            events,
-        },
-        task,
-    ))
+    publish_all(&engine, board);
+    Ok((engine, recent_events(store).await?))
 }
 
-/// What the alerting task listens to.
-struct Inputs {
-    results: mpsc::UnboundedReceiver<ProbeResult>,
-    reconfigs: mpsc::UnboundedReceiver<Arc<Config>>,
-    events: mpsc::UnboundedReceiver<EventIn>,
+/// The change events of the last [`EVENTS_KEPT`] (and any dated ahead),
+/// oldest first.
+pub(super) async fn recent_events(
+    store: &Arc<Mutex<Store>>,
+) -> Result<VecDeque<ChangeEvent>, StoreError> {
+    let store = store.clone();
+    let now = Utc::now();
+    let since = now - TimeDelta::from_std(EVENTS_KEPT).unwrap_or_default();
+    let until = now + TimeDelta::days(1);
+    let recent = tokio::task::spawn_blocking(move || {
+        lock(&store).events_between(since, until, EVENTS_KEPT_MAX)
+    })
+    .await
+    .map_err(thread_failed)??;
+    Ok(recent.into_iter().rev().collect())
 }
 
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+fn thread_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Io {
+        path: Default::default(),
+        error: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// What the alerting task listens to, and the latest configuration.
+pub(super) struct Inputs {
+    pub(super) results: mpsc::UnboundedReceiver<ProbeResult>,
+    pub(super) reconfigs: mpsc::UnboundedReceiver<Arc<Config>>,
+    pub(super) events: mpsc::UnboundedReceiver<EventIn>,
+    pub(super) config: Arc<Config>,
+}
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    Shutdown,
+    /// Another instance leads now (or the lock could not be confirmed).
+    Deposed,
+}
+
+pub(super) fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn run(
+/// Feeds `r` to the engine and the anomaly watch, marking what must be
+/// saved; the notices it causes join `pending`.
+fn apply(
+    engine: &mut Engine,
+    watches: &mut Watches,
+    board: &AlertBoard,
+    dirty: &mut BTreeSet<String>,
+    pending: &mut Vec<Outgoing>,
+    r: &ProbeResult,
+) {
+    let was_quiet = engine.state(&r.probe).is_some_and(quiet);
+    let caused = engine.on_result(r, Utc::now());
+    pending.extend(with_trace(engine, r, caused));
+    if let Some(change) = watches.observe(r) {
+        let (reason, since) = match change {
+            Change::Open { reason, since } => (Some(reason), since),
+            Change::Cleared => (None, r.started_at),
+        };
+        pending.extend(engine.on_anomaly(&r.probe, reason, since, Utc::now()));
+        dirty.insert(r.probe.clone());
+    }
+    if needs_save(&r.probe, was_quiet, engine.state(&r.probe)) {
+        dirty.insert(r.probe.clone());
+    }
+    publish(engine, board, &r.probe);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
     mut engine: Engine,
-    inputs: Inputs,
+    inputs: &mut Inputs,
     mut recent: VecDeque<ChangeEvent>,
     store: Arc<Mutex<Store>>,
     outbox: OutboxHandle,
     board: AlertBoard,
     shutdown: CancellationToken,
-) {
-    let Inputs {
-        results: mut rx,
-        mut reconfigs,
-        mut events,
-    } = inputs;
+    mut feed: Option<Feed>,
+) -> Ended {
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut pending: Vec<Outgoing> = Vec::new();
     let mut watches = Watches::default();
     watches.configure(&engine);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let mut feed_ticker = tokio::time::interval(super::leader::FEED_EVERY);
+    feed_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ended = loop {
+        if feed.as_ref().is_some_and(|f| f.deposed) {
+            break Ended::Deposed;
+        }
         tokio::select! {
-            r = rx.recv() => match r {
+            r = inputs.results.recv() => match r {
                 Some(r) => {
-                    let was_quiet = engine.state(&r.probe).is_some_and(quiet);
-                    let caused = engine.on_result(&r, Utc::now());
-                    pending.extend(with_trace(&engine, &r, caused));
-                    if let Some(change) = watches.observe(&r) {
-                        let (reason, since) = match change {
-                            Change::Open { reason, since } => (Some(reason), since),
-                            Change::Cleared => (None, r.started_at),
-                        };
-                        pending.extend(engine.on_anomaly(&r.probe, reason, since, Utc::now()));
-                        dirty.insert(r.probe.clone());
-                    }
-                    if needs_save(&r.probe, was_quiet, engine.state(&r.probe)) {
-                        dirty.insert(r.probe.clone());
-                    }
-                    publish(&engine, &board, &r.probe);
+                    apply(&mut engine, &mut watches, &board, &mut dirty, &mut pending, &r);
                     // A notice is saved (and so sent) at once; streaks of
                     // quiet runs are saved with the next tick.
                     if !pending.is_empty() {
                         cite_changes(&engine, &recent, &mut pending);
-                        save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+                        save(&mut engine, &store, &outbox, &mut dirty, &mut pending, feed.as_mut()).await;
                     }
                 }
-                None => break,
+                None => break Ended::Shutdown,
             },
-            Some(posted) = events.recv() => {
+            _ = feed_ticker.tick(), if feed.is_some() => {
+                let Some(f) = feed.as_mut() else { continue };
+                super::leader::refresh_events(f, &store, &mut recent).await;
+                let Some(results) = super::leader::read_feed(f, &store).await else { continue };
+                for r in &results {
+                    apply(&mut engine, &mut watches, &board, &mut dirty, &mut pending, r);
+                }
+                if !pending.is_empty() {
+                    cite_changes(&engine, &recent, &mut pending);
+                    save(&mut engine, &store, &outbox, &mut dirty, &mut pending, feed.as_mut()).await;
+                }
+            },
+            Some(posted) = inputs.events.recv() => {
                 let answer = store_event(&store, posted.event).await;
                 if let Ok(e) = &answer {
                     remember(&mut recent, e.clone());
                 }
                 let _ = posted.reply.send(answer);
             }
-            Some(config) = reconfigs.recv() => {
+            Some(config) = inputs.reconfigs.recv() => {
                 pending.extend(engine.reconfigure(&config, Utc::now()));
+                inputs.config = config;
                 watches.configure(&engine);
-                save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+                save(&mut engine, &store, &outbox, &mut dirty, &mut pending, feed.as_mut()).await;
                 board.retain(|name| engine.state(name).is_some());
                 publish_all(&engine, &board);
             }
@@ -269,7 +342,7 @@ async fn run(
                 relearn(&mut engine, &mut watches, &store, &board).await;
                 pending.extend(engine.tick(Utc::now()));
                 cite_changes(&engine, &recent, &mut pending);
-                let incidents = save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+                let incidents = save(&mut engine, &store, &outbox, &mut dirty, &mut pending, feed.as_mut()).await;
                 // Each result already published its probe; the whole board
                 // needs redoing only when time alone can change a view (a
                 // maintenance window) or saving assigned incident ids.
@@ -277,15 +350,26 @@ async fn run(
                     publish_all(&engine, &board);
                 }
             }
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ended::Shutdown,
         }
-    }
+    };
     // Results already sent by the scheduler are applied before stopping.
-    while let Ok(r) = rx.try_recv() {
+    while let Ok(r) = inputs.results.try_recv() {
         dirty.insert(r.probe.clone());
         pending.extend(engine.on_result(&r, Utc::now()));
     }
-    save(&mut engine, &store, &outbox, &mut dirty, &mut pending).await;
+    if ended == Ended::Shutdown {
+        save(
+            &mut engine,
+            &store,
+            &outbox,
+            &mut dirty,
+            &mut pending,
+            feed.as_mut(),
+        )
+        .await;
+    }
+    ended
 }
 
 /// Relearns the baselines (and trend findings) that are due, a few per
@@ -335,7 +419,7 @@ async fn relearn(
 }
 
 /// Stores a posted event; returns it with its id.
-async fn store_event(
+pub(super) async fn store_event(
     store: &Arc<Mutex<Store>>,
     mut event: ChangeEvent,
 ) -> Result<ChangeEvent, String> {
@@ -367,7 +451,9 @@ fn remember(recent: &mut VecDeque<ChangeEvent>, event: ChangeEvent) {
 /// Marks the Opened notices `r` caused with `r`'s trace id (and the link
 /// `tracing.link` makes of it): the request that tipped the probe over.
 fn with_trace(engine: &Engine, r: &ProbeResult, mut caused: Vec<Outgoing>) -> Vec<Outgoing> {
-    if caused.is_empty() {
+    // A passing run can tip a probe over when other locations' failures
+    // meet `alert.locations`: its trace is not the failure's.
+    if caused.is_empty() || r.success {
         return caused;
     }
     let Some(id) = r
@@ -418,7 +504,7 @@ fn publish(engine: &Engine, board: &AlertBoard, name: &str) {
 
 /// Shows every probe's state on the board (maintenance windows begin and
 /// end with time, and saving assigns incident ids).
-fn publish_all(engine: &Engine, board: &AlertBoard) {
+pub(super) fn publish_all(engine: &Engine, board: &AlertBoard) {
     let now = Utc::now();
     for (name, state) in engine.states() {
         board.publish(name, AlertView::of(state, engine.in_maintenance(name, now)));
@@ -430,17 +516,25 @@ fn publish_all(engine: &Engine, board: &AlertBoard) {
 /// hands the notices to the outbox to send from memory (the disk may be
 /// full; nobody on call should wait for it). Returns whether an incident or notice was saved
 /// (which may have assigned incident ids the board shows).
+///
+/// A leader (`feed`) saves its feed position with them, only while its
+/// epoch is current; on failure it keeps the notices to save again
+/// instead of sending them from memory: its successor replays the same
+/// results from the saved position and would send them a second time.
 async fn save(
     engine: &mut Engine,
     store: &Arc<Mutex<Store>>,
     outbox: &OutboxHandle,
     dirty: &mut BTreeSet<String>,
     pending: &mut Vec<Outgoing>,
+    feed: Option<&mut Feed>,
 ) -> bool {
     let closed: Vec<(String, Incident)> = engine.take_closed();
-    if dirty.is_empty() && pending.is_empty() && closed.is_empty() {
+    let moved = feed.as_ref().is_some_and(|f| f.saved != f.mark.through);
+    if dirty.is_empty() && pending.is_empty() && closed.is_empty() && !moved {
         return false;
     }
+    let mark = feed.as_ref().map(|f| f.mark);
     let states: Vec<(String, ProbeState)> = engine
         .states()
         .filter(|(n, _)| dirty.contains(*n))
@@ -456,10 +550,33 @@ async fn save(
     let job = {
         let (closed, items) = (closed.clone(), items.clone());
         tokio::task::spawn_blocking(move || {
-            lock(&store).save_alert(&states, &closed, &items, Utc::now())
+            lock(&store).save_alert(&states, &closed, &items, Utc::now(), mark)
         })
     };
-    match job.await {
+    let result = job.await;
+    if let Some(f) = feed {
+        match &result {
+            Ok(Ok(_)) => f.saved = f.mark.through,
+            Ok(Err(StoreError::Deposed)) => {
+                tracing::warn!("another instance took over alerting; stepping down");
+                f.deposed = true;
+                return false;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot save alerting state; retrying");
+                engine.return_closed(closed);
+                pending.splice(0..0, items);
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "alerting save task failed; retrying");
+                engine.return_closed(closed);
+                pending.splice(0..0, items);
+                return false;
+            }
+        }
+    }
+    match result {
         Ok(Ok(saved)) => {
             dirty.clear();
             engine.set_incident_ids(&saved.incidents);

@@ -46,14 +46,14 @@ pub fn run(cli: &Cli, args: &HistoryArgs) -> Exit {
         Err(e) => return e,
     };
     let path = &cfg.storage.sqlite;
-    if !path.exists() {
+    if cfg.storage.postgres.is_none() && !path.exists() {
         eprintln!(
             "lookout history: no database at {}; has `lookout run` run with this configuration?",
             path.display()
         );
         return Exit::Failed;
     }
-    let store = match Store::open(path) {
+    let store = match Store::open_configured(&cfg.storage) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lookout history: {e}");

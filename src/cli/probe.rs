@@ -42,6 +42,7 @@ pub async fn run(cli: &Cli, args: &ProbeArgs) -> Exit {
                 labels: Default::default(),
                 depends_on: Vec::new(),
                 alert: AlertSpec::default(),
+                locations: Vec::new(),
                 defined_at: "command line".into(),
             })],
             Err(e) => {

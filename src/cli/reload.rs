@@ -12,8 +12,10 @@
 //! the outbox (notifiers) and the live state (pages, API, metrics).
 //! File events are debounced (a burst of writes is one reload) and a
 //! reload whose files are byte-for-byte the same as the running ones does
-//! nothing. `storage`, `server`, `scheduler` and `tracing.otlp` are read
-//! only at start: a change to them is logged as needing a restart. The
+//! nothing. `location`, `storage`, `server`, `scheduler` and `tracing.otlp`
+//! are read only at start: a change to them is logged as needing a
+//! restart. The scheduler gets only the probes the running location runs;
+//! the alerting task and the live state get them all. The
 //! rest of `tracing` needs nothing here: `propagate` and `vendor_header`
 //! are compiled into each HTTP probe's definition (a change restarts those
 //! probes' tasks like any changed probe) and `link` goes to the live state.
@@ -128,8 +130,15 @@ pub async fn watch(main_file: PathBuf, running: Config, to: Targets, shutdown: C
                     tracing::warn!("{w}");
                 }
                 watcher.follow(&cfg.files);
-                // TLS set-up for new probes before their first run is timed.
-                crate::probe::prepare(&cfg.probes).await;
+                // TLS set-up for new probes before their first run is timed
+                // (only those this instance runs).
+                let local: Vec<Arc<ProbeSpec>> = cfg
+                    .probes
+                    .iter()
+                    .filter(|p| p.runs_in(running.config.location.as_deref()))
+                    .cloned()
+                    .collect();
+                crate::probe::prepare(&local).await;
                 let (change, config) = apply(&running.config, cfg, &to);
                 tracing::info!(
                     trigger,
@@ -191,6 +200,7 @@ pub fn apply(prev: &Config, next: Config, to: &Targets) -> (Change, Arc<Config>)
     let change = diff(&prev.probes, &next.probes);
     // Settings read only at start stay as they were.
     let mut next = Config {
+        location: prev.location.clone(),
         storage: prev.storage.clone(),
         server: prev.server.clone(),
         scheduler: prev.scheduler.clone(),
@@ -202,7 +212,7 @@ pub fn apply(prev: &Config, next: Config, to: &Targets) -> (Change, Arc<Config>)
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = next.tracing.link.clone();
     let next = Arc::new(next);
-    let _ = to.scheduler.send(next.probes.clone());
+    let _ = to.scheduler.send(next.local_probes());
     to.live.reconfigure(&next.probes);
     to.outbox.set_notifiers(next.notifiers.clone());
     to.alerts.reconfigure(next.clone());
@@ -239,6 +249,9 @@ pub fn diff(prev: &[Arc<ProbeSpec>], next: &[Arc<ProbeSpec>]) -> Change {
 }
 
 fn warn_restart_only(prev: &Config, next: &Config) {
+    if prev.location != next.location {
+        tracing::warn!("`location` (or LOOKOUT_LOCATION) changed; it takes effect after a restart");
+    }
     if prev.storage != next.storage {
         tracing::warn!("`storage` changed; it takes effect after a restart");
     }

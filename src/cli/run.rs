@@ -1,7 +1,10 @@
 //! `lookout run`: the daemon. Loads the configuration, opens the database,
 //! starts the recorder, the alerting task (with the states the previous
 //! process saved), the outbox, the HTTP server, the scheduler and the
-//! reload watcher (SIGHUP and file changes, `reload.rs`), and on
+//! reload watcher (SIGHUP and file changes, `reload.rs`). The scheduler
+//! gets only the probes this instance's `location` runs; the alerting task
+//! and the live state get every probe; the sink stamps each result with
+//! the location. On
 //! SIGTERM or SIGINT stops starting probes, lets running ones finish (each
 //! is bounded by its timeout), saves the alerting state, gives the outbox a
 //! bounded moment, flushes results and exits 0. A second signal exits at
@@ -35,8 +38,10 @@ pub async fn run(cli: &Cli) -> Exit {
         Err(e) => return e,
     };
     crate::limits::warn_if_short(cfg.scheduler.concurrency);
-    let db_path = cfg.storage.sqlite.clone();
-    let store = match tokio::task::spawn_blocking(move || Store::open(&db_path)).await {
+    // With PostgreSQL nothing connects yet (a database that is away
+    // must not stop probing); each connection is made on first use.
+    let storage = cfg.storage.clone();
+    let store = match tokio::task::spawn_blocking(move || Store::open_configured(&storage)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             eprintln!("lookout: {e}");
@@ -47,13 +52,15 @@ pub async fn run(cli: &Cli) -> Exit {
             return Exit::Failed;
         }
     };
+    let clustered = store.is_postgres();
 
-    // Alerting and the outbox use their own connections to the same file
-    // (WAL: they never block the recorder's writes for long).
+    // Alerting and the outbox use their own connections to the same
+    // database (SQLite in WAL: they never block the recorder's writes for
+    // long); with PostgreSQL, the alerting lead has one more, for its lock.
     let open_second = |what: &'static str| {
-        let path = cfg.storage.sqlite.clone();
+        let storage = cfg.storage.clone();
         async move {
-            match tokio::task::spawn_blocking(move || Store::open(&path)).await {
+            match tokio::task::spawn_blocking(move || Store::open_configured(&storage)).await {
                 Ok(Ok(s)) => Ok(s),
                 Ok(Err(e)) => Err(format!("lookout: {what}: {e}")),
                 Err(e) => Err(format!("lookout: {what}: opening the database failed: {e}")),
@@ -71,7 +78,22 @@ pub async fn run(cli: &Cli) -> Exit {
             return Exit::Failed;
         }
     };
+    let cluster = if clustered {
+        match open_second("alerting lock").await {
+            Ok(lock) => Some(crate::alert::leader::Cluster {
+                lock,
+                leading: tokio::sync::watch::channel(false).0,
+            }),
+            Err(e) => {
+                eprintln!("{e}");
+                return Exit::Failed;
+            }
+        }
+    } else {
+        None
+    };
 
+    let leading = cluster.as_ref().map(|c| c.leading.subscribe());
     let shutdown = CancellationToken::new();
     let recorder_stop = CancellationToken::new();
     let alert_stop = CancellationToken::new();
@@ -82,6 +104,7 @@ pub async fn run(cli: &Cli) -> Exit {
         cfg.notifiers.clone(),
         OutboxSettings {
             counters: Some(notify_counters.clone()),
+            leading: leading.clone(),
             max_age: cfg.outbox.max_age,
             initial_backoff: cfg.outbox.retry_initial,
             max_backoff: cfg.outbox.retry_max,
@@ -96,6 +119,7 @@ pub async fn run(cli: &Cli) -> Exit {
         outbox.clone(),
         board.clone(),
         alert_stop.clone(),
+        cluster,
     )
     .await
     {
@@ -108,8 +132,10 @@ pub async fn run(cli: &Cli) -> Exit {
     let settings = RecorderSettings::from(&cfg.storage);
     let (recorder, recorder_task) = spawn_recorder(store, settings, recorder_stop.clone());
 
-    let probes: Vec<Arc<ProbeSpec>> = cfg.probes.clone();
-    let mut live = LiveState::new(&probes);
+    // What this instance runs; the pages, API and metrics show them all.
+    let probes: Vec<Arc<ProbeSpec>> = cfg.local_probes();
+    let mut live = LiveState::new(&cfg.probes);
+    live.location = cfg.location.clone();
     live.alerts = board;
     live.events = Some(alerts.clone());
     live.history = Some(History::new(server_store));
@@ -117,6 +143,9 @@ pub async fn run(cli: &Cli) -> Exit {
     live.trace_link = Arc::new(std::sync::RwLock::new(cfg.tracing.link.clone()));
     live.metrics.set_recorder(recorder.stats());
     live.metrics.set_notifications(notify_counters);
+    if let Some(leading) = &leading {
+        live.metrics.set_leading(leading.clone());
+    }
     live.metrics
         .config_loaded(chrono::Utc::now().timestamp(), false);
     live.ready.store(true, Ordering::Relaxed);
@@ -138,10 +167,12 @@ pub async fn run(cli: &Cli) -> Exit {
 
     tracing::info!(
         probes = probes.len(),
-        database = %cfg.storage.sqlite.display(),
+        location = cfg.location.as_deref().unwrap_or("none"),
+        database = %database_name(&cfg.storage),
         listen = %cfg.server.listen,
         "lookout started"
     );
+    log_elsewhere(&cfg, probes.len());
 
     // OTLP export when configured: the sink offers each result (never
     // waiting); the exporter ends once the sink is dropped.
@@ -157,7 +188,9 @@ pub async fn run(cli: &Cli) -> Exit {
         let live = live.clone();
         let recorder = recorder.clone();
         let alerts = alerts.clone();
-        Arc::new(move |r: ProbeResult, meta: RunMeta| {
+        let location = cfg.location.clone();
+        Arc::new(move |mut r: ProbeResult, meta: RunMeta| {
+            r.location = location.clone();
             log_result(&r, meta);
             // A run that finishes after a reload removed its probe is
             // history (recorded) but no longer shown.
@@ -168,7 +201,11 @@ pub async fn run(cli: &Cli) -> Exit {
             if let Some(o) = &otlp {
                 o.offer(&r);
             }
-            alerts.observe(r.clone());
+            // With PostgreSQL the leader reads every instance's results
+            // from the database instead (`alert/leader.rs`).
+            if !clustered {
+                alerts.observe(r.clone());
+            }
             recorder.record(r);
         })
     };
@@ -253,6 +290,47 @@ pub async fn run(cli: &Cli) -> Exit {
         Err(e) => tracing::error!(error = %e, "HTTP server task ended abnormally"),
     }
     exit
+}
+
+/// Says once, at start, which configured probes this instance does not
+/// run: a warning when it has no location and probes list `locations`
+/// (they run nowhere until it has one), a note otherwise.
+fn log_elsewhere(cfg: &crate::config::Config, running: usize) {
+    let skipped = cfg.probes.len() - running;
+    if skipped == 0 {
+        return;
+    }
+    match cfg.location.as_deref() {
+        None => {
+            let names: Vec<&str> = cfg
+                .probes
+                .iter()
+                .filter(|p| !p.locations.is_empty())
+                .map(|p| p.name.as_str())
+                .take(10)
+                .collect();
+            tracing::warn!(
+                skipped,
+                probes = %names.join(", "),
+                "probes that list `locations` do not run on an instance without a location; \
+                 set `location` or LOOKOUT_LOCATION"
+            );
+        }
+        Some(here) => tracing::info!(
+            skipped,
+            location = here,
+            "probes whose `locations` do not list this location run elsewhere"
+        ),
+    }
+}
+
+/// The database as logs name it: the SQLite file, or PostgreSQL's URL
+/// without its password.
+fn database_name(storage: &crate::config::Storage) -> String {
+    match &storage.postgres {
+        Some(pg) => crate::redact::mask_url_passwords(&pg.url),
+        None => storage.sqlite.display().to_string(),
+    }
 }
 
 fn log_result(r: &ProbeResult, meta: RunMeta) {

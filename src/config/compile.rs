@@ -1,6 +1,7 @@
 //! The compile step: files in, a validated [`Config`] or every diagnostic out.
 //!
-//! Order of work: parse the main file; read `storage`, `server`,
+//! Order of work: parse the main file; read `location` (overridden by the
+//! `LOOKOUT_LOCATION` environment variable), `storage`, `server`,
 //! `scheduler`, `notifiers` and `tracing`; expand `include` globs and parse those
 //! files; merge `defaults` into each probe node; compile each probe (its
 //! kind's module validates its own section); then the cross-probe checks:
@@ -22,6 +23,7 @@ use crate::expect::DurationCmp;
 use crate::probe::{ProbeKind, KIND_KEYS};
 
 const TOP_KEYS: &[&str] = &[
+    "location",
     "storage",
     "server",
     "scheduler",
@@ -44,6 +46,7 @@ const PROBE_COMMON_KEYS: &[&str] = &[
     "depends_on",
     "alert",
     "expect",
+    "locations",
 ];
 const ALERT_KEYS: &[&str] = &[
     "after",
@@ -52,11 +55,14 @@ const ALERT_KEYS: &[&str] = &[
     "notify",
     "degraded",
     "events_window",
+    "locations",
 ];
 const DEGRADED_KEYS: &[&str] = &["latency", "failures", "after", "recover_after", "anomaly"];
 const ANOMALY_KEYS: &[&str] = &["factor", "min_delta", "window", "sustain", "min_runs"];
 /// Files larger than this are refused rather than parsed.
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// The environment variable that overrides the main file's `location`.
+pub const LOCATION_ENV: &str = "LOOKOUT_LOCATION";
 
 /// Loads and validates the configuration at `path` with the process
 /// environment. On success the diagnostics hold only warnings.
@@ -139,6 +145,7 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option
     }
     let main_probes = detach(&mut main, "probes");
     let top = cx.map(&main, "", TOP_KEYS)?;
+    let location = compile_location(cx, &top, path);
     let storage = compile_storage(cx, &top, base);
     let server = compile_server(cx, &top);
     let scheduler = compile_scheduler(cx, &top);
@@ -176,7 +183,7 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option
             Some(d) => merge_defaults(d, &node),
             None => node,
         };
-        if let Some(mut p) = compile_probe(cx, &merged, &path) {
+        if let Some(mut p) = compile_probe(cx, &merged, &path, storage.as_ref()) {
             crate::tracectx::apply(&mut p.kind, propagation);
             probes.push(Arc::new(p));
         }
@@ -210,7 +217,62 @@ fn compile_main(cx: &mut Cx, path: &Path, base: &Path, mut main: Node) -> Option
         notifiers,
         probes,
         tracing: tracing?,
+        location: location?.map(Arc::from),
     })
+}
+
+/// This instance's location: `LOOKOUT_LOCATION` when it is set and not
+/// empty, else the main file's `location`, else none. Both are checked
+/// when given. `None` after reporting an error.
+fn compile_location(cx: &mut Cx, top: &Map<'_>, main: &Path) -> Option<Option<String>> {
+    // A location is not a secret: a `${VAR}` in it is not registered as
+    // one (it would mask every host name that holds it).
+    let register = std::mem::replace(&mut cx.register_secrets, false);
+    let from_file = top.parsed(cx, "location", |l| {
+        check_location(l).map(|()| l.to_string())
+    });
+    let from_env = env_location(cx, top.pos());
+    cx.register_secrets = register;
+    if let Some(l) = &from_env {
+        if let Err(e) = check_location(l) {
+            cx.diags.0.push(Diagnostic {
+                severity: diag::Severity::Error,
+                file: main.display().to_string(),
+                line: 0,
+                column: 0,
+                key: LOCATION_ENV.to_string(),
+                message: format!("the environment variable {LOCATION_ENV}: {e}"),
+            });
+            return None;
+        }
+    }
+    let from_file = from_file?;
+    Some(from_env.or(from_file))
+}
+
+/// `LOOKOUT_LOCATION`, when set and not empty. Read through the context's
+/// expansion so that the environment a caller (a test) gives applies.
+fn env_location(cx: &mut Cx, pos: &Pos) -> Option<String> {
+    cx.expand(&format!("${{{LOCATION_ENV}:-}}"), pos, LOCATION_ENV)
+        .filter(|v| !v.is_empty())
+}
+
+/// Locations appear in results, metrics labels and the API: 1 to 63 of
+/// `a-z 0-9 . _ -`, starting with a letter or a digit.
+pub fn check_location(location: &str) -> Result<(), String> {
+    let valid = (1..=63).contains(&location.len())
+        && location.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && location
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid location `{location}`: a location has 1 to 63 of `a-z 0-9 . _ -` and starts \
+             with a letter or a digit, e.g. eu-west"
+        ))
+    }
 }
 
 /// `storage.buffer` unset: results held in memory while the database
@@ -220,6 +282,7 @@ pub const DEFAULT_BUFFER: usize = 100_000;
 fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
     let mut storage = Storage {
         sqlite: base.join("lookout.db"),
+        postgres: None,
         retention_raw: Duration::from_secs(14 * 86400),
         retention_minute_rollups: Duration::from_secs(30 * 86400),
         retention_rollups: Duration::from_secs(400 * 86400),
@@ -228,8 +291,26 @@ fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
     let Some(node) = top.get("storage") else {
         return Some(storage);
     };
-    let m = cx.map(node, "storage", &["sqlite", "retention", "buffer"])?;
+    let m = cx.map(
+        node,
+        "storage",
+        &["sqlite", "postgres", "retention", "buffer"],
+    )?;
     let mut ok = true;
+    if m.has("sqlite") && m.has("postgres") {
+        m.error_at(
+            cx,
+            "postgres",
+            "give storage.sqlite or storage.postgres, not both",
+        );
+        ok = false;
+    }
+    if let Some(p) = m.get("postgres") {
+        match compile_postgres(cx, p) {
+            Some(pg) => storage.postgres = Some(pg),
+            None => ok = false,
+        }
+    }
     if let Some(b) = m.u64(cx, "buffer") {
         if (100..=10_000_000).contains(&b) {
             storage.buffer = b as usize;
@@ -255,6 +336,76 @@ fn compile_storage(cx: &mut Cx, top: &Map<'_>, base: &Path) -> Option<Storage> {
         }
     }
     ok.then_some(storage)
+}
+
+/// `storage.postgres: { url }`: a `postgres://` or `postgresql://` URL the
+/// PostgreSQL client accepts. The password (in the user part or a
+/// `password=` parameter) is registered as a secret, even when written
+/// literally, before anything is reported; messages never show it.
+fn compile_postgres(cx: &mut Cx, node: &Node) -> Option<Postgres> {
+    let m = cx.map(node, "storage.postgres", &["url"])?;
+    let url = m.required_str(cx, "url")?;
+    let url = url.trim().to_string();
+    if cx.register_secrets {
+        register_url_passwords(&url);
+    }
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+        m.error_at(
+            cx,
+            "url",
+            "expected a postgres:// or postgresql:// URL, e.g. \
+             postgres://lookout:${PGPASSWORD}@db.internal:5432/lookout",
+        );
+        return None;
+    }
+    // The client wants the scheme in lower case.
+    let scheme_len = lower.find("://").unwrap_or(0);
+    let normal = format!("{}{}", &lower[..scheme_len], &url[scheme_len..]);
+    match tokio_postgres::Config::from_str(&normal) {
+        Ok(_) => Some(Postgres { url: normal }),
+        Err(e) => {
+            let why = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string());
+            m.error_at(
+                cx,
+                "url",
+                format!(
+                    "invalid PostgreSQL URL `{}`: {why}",
+                    crate::probe::postgres::shown_url(&url)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Registers a URL's password as a secret, as written and decoded, from
+/// its user part and from any `password=` parameter.
+fn register_url_passwords(url: &str) {
+    use crate::probe::urlutil::percent_decode;
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .unwrap_or("");
+    let mut passwords: Vec<&str> = Vec::new();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        passwords.extend(userinfo.split_once(':').map(|(_, pw)| pw));
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if percent_decode(k) == "password" {
+                    passwords.push(v);
+                }
+            }
+        }
+    }
+    for pw in passwords {
+        crate::redact::register(pw);
+        crate::redact::register(&percent_decode(pw));
+    }
 }
 
 /// `storage.retention`: every duration longer than zero, and minute
@@ -802,7 +953,14 @@ fn merge_defaults(defaults: &Node, probe: &Node) -> Node {
     }
 }
 
-fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
+/// One probe. `storage` (when it compiled) decides whether
+/// `alert.locations` above 1 is possible.
+fn compile_probe(
+    cx: &mut Cx,
+    node: &Node,
+    path: &str,
+    storage: Option<&Storage>,
+) -> Option<ProbeSpec> {
     let allowed: Vec<&str> = PROBE_COMMON_KEYS
         .iter()
         .chain(KIND_KEYS.iter())
@@ -897,7 +1055,31 @@ fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
         Some(_) => m.string_list(cx, "depends_on"),
         None => Some(Vec::new()),
     };
-    let alert = compile_alert(cx, &m);
+    let alert = compile_alert(cx, &m, storage);
+    let locations = compile_locations(cx, &m);
+    if let (Some(a), Some(l)) = (&alert, &locations) {
+        if !l.is_empty() && a.locations as usize > l.len() {
+            let pos = m
+                .get("alert")
+                .and_then(|n| n.get("locations"))
+                .map_or(&node.pos, |n| &n.pos);
+            cx.error(
+                pos,
+                &join(&m.path("alert"), "locations"),
+                format!(
+                    "{} is more than the {} {} this probe runs in (`locations`: {})",
+                    a.locations,
+                    l.len(),
+                    if l.len() == 1 {
+                        "location"
+                    } else {
+                        "locations"
+                    },
+                    l.join(", ")
+                ),
+            );
+        }
+    }
     let description = m.str(cx, "description");
 
     Some(ProbeSpec {
@@ -910,6 +1092,7 @@ fn compile_probe(cx: &mut Cx, node: &Node, path: &str) -> Option<ProbeSpec> {
         labels: labels?,
         depends_on: depends_on?,
         alert: alert?,
+        locations: locations?,
         defined_at: format!("{}:{}", node.pos.file, node.pos.line),
     })
 }
@@ -928,6 +1111,39 @@ pub fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A probe's `locations`: each a valid location, none twice. Absent (or
+/// empty): every location runs the probe.
+fn compile_locations(cx: &mut Cx, m: &Map<'_>) -> Option<Vec<String>> {
+    let Some(node) = m.get("locations") else {
+        return Some(Vec::new());
+    };
+    // Like `location`, not a secret.
+    let register = std::mem::replace(&mut cx.register_secrets, false);
+    let list = m.string_list(cx, "locations");
+    cx.register_secrets = register;
+    let list = list?;
+    let mut ok = true;
+    for (i, l) in list.iter().enumerate() {
+        let (pos, key) = match &node.value {
+            Value::Seq(items) => (
+                items.get(i).map_or(&node.pos, |n| &n.pos),
+                format!("{}[{i}]", m.path("locations")),
+            ),
+            _ => (&node.pos, m.path("locations")),
+        };
+        let problem = match check_location(l) {
+            Err(e) => Some(e),
+            Ok(()) if list[..i].contains(l) => Some(format!("`{l}` is listed twice")),
+            Ok(()) => None,
+        };
+        if let Some(e) = problem {
+            cx.error(pos, &key, e);
+            ok = false;
+        }
+    }
+    ok.then_some(list)
 }
 
 fn compile_schedule(cx: &mut Cx, m: &Map<'_>) -> Option<Schedule> {
@@ -973,7 +1189,7 @@ fn compile_schedule(cx: &mut Cx, m: &Map<'_>) -> Option<Schedule> {
     }
 }
 
-fn compile_alert(cx: &mut Cx, m: &Map<'_>) -> Option<AlertSpec> {
+fn compile_alert(cx: &mut Cx, m: &Map<'_>, storage: Option<&Storage>) -> Option<AlertSpec> {
     let mut alert = AlertSpec::default();
     let Some(node) = m.get("alert") else {
         return Some(alert);
@@ -1029,6 +1245,23 @@ fn compile_alert(cx: &mut Cx, m: &Map<'_>) -> Option<AlertSpec> {
             }
             None => ok = false,
         }
+    }
+    if let Some(k) = a.u64(cx, "locations") {
+        if !(1..=1000).contains(&k) {
+            a.error_at(cx, "locations", "must be between 1 and 1000");
+            ok = false;
+        } else if k > 1 && storage.is_some_and(|s| s.postgres.is_none()) {
+            a.error_at(
+                cx,
+                "locations",
+                format!("{k} needs storage.postgres: one instance on SQLite has one location"),
+            );
+            ok = false;
+        } else {
+            alert.locations = k as u32;
+        }
+    } else if a.has("locations") {
+        ok = false;
     }
     if let Some(node) = a.get("degraded") {
         match compile_degraded(cx, node, &a.path("degraded")) {
@@ -1454,5 +1687,241 @@ pub(crate) fn compile_latency(cx: &mut Cx, em: &Map<'_>) -> Option<DurationCmp> 
             cx.error(&n.pos, &em.path("latency"), e);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiles `yaml` as `lookout.yaml` with `env` as the environment.
+    fn load_env(
+        yaml: &str,
+        env: &'static [(&'static str, &'static str)],
+    ) -> Result<Config, String> {
+        let cx = Cx::new(Box::new(move |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }));
+        load_str("lookout.yaml", yaml, cx)
+            .map(|(c, _)| c)
+            .map_err(|d| d.to_string())
+    }
+
+    fn load(yaml: &str) -> Result<Config, String> {
+        load_env(yaml, &[])
+    }
+
+    fn error(yaml: &str) -> String {
+        match load(yaml) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(e) => e,
+        }
+    }
+
+    const PG: &str = "storage:\n  postgres:\n    url: postgres://lookout@db.internal/lookout\n";
+
+    #[test]
+    fn location_comes_from_the_file_or_the_environment() {
+        let cfg = load("location: eu-west\nprobes: []\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.location.as_deref(), Some("eu-west"));
+        let cfg = load("probes: []\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.location, None);
+
+        // The variable wins over the file; empty, it is ignored.
+        let env = &[("LOOKOUT_LOCATION", "us-east.2")];
+        let cfg = load_env("location: eu-west\n", env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.location.as_deref(), Some("us-east.2"));
+        let cfg = load_env("probes: []\n", env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.location.as_deref(), Some("us-east.2"));
+        let env = &[("LOOKOUT_LOCATION", "")];
+        let cfg = load_env("location: eu-west\n", env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.location.as_deref(), Some("eu-west"));
+
+        // Neither way is it a secret: host names holding it stay readable.
+        let env = &[
+            ("REGION_T", "region-from-var-4"),
+            ("LOOKOUT_LOCATION", "loc-from-env-4"),
+        ];
+        let cfg = load_env("location: ${REGION_T}\n", env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.location.as_deref(), Some("loc-from-env-4"));
+        for l in ["region-from-var-4", "loc-from-env-4"] {
+            assert_eq!(crate::redact::redact(l), l);
+        }
+    }
+
+    #[test]
+    fn invalid_locations_are_errors_naming_where_they_come_from() {
+        for bad in ["EU-West", "-eu", "eu west", "\"\"", &"a".repeat(64)] {
+            let e = error(&format!("probes: []\nlocation: {bad}\n"));
+            assert!(
+                e.contains("lookout.yaml:2:11: error: location: invalid location"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(load(&format!("location: {}\n", "a".repeat(63))).is_ok());
+        assert!(load("location: 9_z.x-y\n").is_ok());
+
+        let e = match load_env("probes: []\n", &[("LOOKOUT_LOCATION", "Eu West")]) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(
+            e.trim(),
+            "lookout.yaml: error: the environment variable LOOKOUT_LOCATION: invalid location \
+             `Eu West`: a location has 1 to 63 of `a-z 0-9 . _ -` and starts with a letter or \
+             a digit, e.g. eu-west"
+        );
+    }
+
+    #[test]
+    fn probe_locations_are_checked_and_defaulted() {
+        let cfg = load(
+            "defaults:\n  locations: [eu-west]\nprobes:\n  - name: a\n    tcp: {host: h, port: 1}\n    locations: [eu-west, us-east]\n  - name: b\n    tcp: {host: h, port: 1}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.probes[0].locations, ["eu-west", "us-east"]);
+        assert_eq!(cfg.probes[1].locations, ["eu-west"]);
+        let cfg = load("probes:\n  - name: a\n    tcp: {host: h, port: 1}\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.probes[0].locations.is_empty());
+
+        let e = error(
+            "probes:\n  - name: a\n    tcp: {host: h, port: 1}\n    locations:\n      - eu-west\n      - US\n      - eu-west\n",
+        );
+        for want in [
+            "lookout.yaml:6:9: error: probes[0].locations[1]: invalid location `US`",
+            "lookout.yaml:7:9: error: probes[0].locations[2]: `eu-west` is listed twice",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn alert_locations_need_enough_locations_and_postgres() {
+        let probe =
+            |extra: &str| format!("probes:\n  - name: a\n    tcp: {{host: h, port: 1}}\n{extra}");
+        let cfg = load(&probe("")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.probes[0].alert.locations, 1);
+        let cfg = load(&format!(
+            "{PG}{}",
+            probe("    locations: [a, b, c]\n    alert:\n      locations: 2\n")
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.probes[0].alert.locations, 2);
+        // Every location (no list) is no bound.
+        let cfg = load(&format!("{PG}{}", probe("    alert: {locations: 5}\n")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.probes[0].alert.locations, 5);
+
+        let e = error(&probe("    alert:\n      locations: 0\n"));
+        assert!(
+            e.contains(
+                "lookout.yaml:5:18: error: probes[0].alert.locations: must be between 1 and 1000"
+            ),
+            "{e}"
+        );
+        let e = error(&probe("    alert:\n      locations: 2\n"));
+        assert!(
+            e.contains(
+                "lookout.yaml:5:18: error: probes[0].alert.locations: 2 needs storage.postgres: \
+                 one instance on SQLite has one location"
+            ),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{PG}{}",
+            probe("    locations: [a, b]\n    alert:\n      locations: 3\n")
+        ));
+        assert!(
+            e.contains(
+                "lookout.yaml:9:18: error: probes[0].alert.locations: 3 is more than the 2 \
+                 locations this probe runs in (`locations`: a, b)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn storage_postgres_is_read_and_its_password_kept_secret() {
+        let env = &[("PG_PASSWORD_T", "pg-env-secret-5d2c")];
+        let cfg = load_env(
+            "storage:\n  postgres:\n    url: Postgres://lookout:${PG_PASSWORD_T}@db.internal:5432/lookout?sslmode=require\n",
+            env,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let pg = cfg.storage.postgres.as_ref().expect("postgres");
+        assert_eq!(
+            pg.url,
+            "postgres://lookout:pg-env-secret-5d2c@db.internal:5432/lookout?sslmode=require"
+        );
+
+        // Written literally, in either place, it is still a secret.
+        let cfg = load(
+            "storage:\n  postgres:\n    url: postgres://u:pg-literal-8b1f@db/x?password=pg-param-3e7a\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{:?}", cfg.storage);
+        for secret in ["pg-env-secret-5d2c", "pg-literal-8b1f", "pg-param-3e7a"] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert_eq!(crate::redact::redact(&format!("x {secret} y")), "x *** y");
+        }
+        assert!(
+            shown.contains("postgres://u:***@db/x?password=***"),
+            "{shown}"
+        );
+
+        let e = error(
+            "storage:\n  sqlite: a.db\n  postgres:\n    url: postgres://u:pg-both-4f9d@db/x\n",
+        );
+        assert!(
+            e.contains("lookout.yaml:4:5: error: storage.postgres: give storage.sqlite or storage.postgres, not both"),
+            "{e}"
+        );
+        let e = error("storage:\n  postgres:\n    url: mysql://u:pg-scheme-6a2b@db/x\n");
+        assert!(
+            e.contains("lookout.yaml:3:10: error: storage.postgres.url: expected a postgres://"),
+            "{e}"
+        );
+        assert!(!e.contains("pg-scheme-6a2b"), "{e}");
+        let e = error("storage:\n  postgres:\n    url: postgres://u:pg-port-1c3d@db:notaport/x\n");
+        assert!(
+            e.contains("lookout.yaml:3:10: error: storage.postgres.url: invalid PostgreSQL URL"),
+            "{e}"
+        );
+        assert!(!e.contains("pg-port-1c3d"), "{e}");
+        let e = error("storage:\n  postgres: {}\n");
+        assert!(
+            e.contains("storage.postgres: missing required key `url`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn probes_run_where_they_are_listed() {
+        let cfg = load(
+            "probes:\n  - name: everywhere\n    tcp: {host: h, port: 1}\n  - name: eu\n    tcp: {host: h, port: 1}\n    locations: [eu-west]\n  - name: both\n    tcp: {host: h, port: 1}\n    locations: [eu-west, us-east]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let runs = |location: Option<&str>| -> Vec<&str> {
+            cfg.probes
+                .iter()
+                .filter(|p| p.runs_in(location))
+                .map(|p| p.name.as_str())
+                .collect()
+        };
+        assert_eq!(runs(Some("eu-west")), ["everywhere", "eu", "both"]);
+        assert_eq!(runs(Some("us-east")), ["everywhere", "both"]);
+        assert_eq!(runs(Some("ap-south")), ["everywhere"]);
+        // No location: only the probes that name none.
+        assert_eq!(runs(None), ["everywhere"]);
+
+        let here = Config {
+            location: Some("us-east".into()),
+            ..cfg.clone()
+        };
+        let local: Vec<String> = here.local_probes().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(local, ["everywhere", "both"]);
     }
 }

@@ -43,6 +43,10 @@ pub struct Config {
     pub maintenance: Vec<crate::alert::maintenance::MaintenanceWindow>,
     /// Trace context sent by HTTP probes, the trace link, OTLP export.
     pub tracing: TracingConfig,
+    /// Where this instance runs (`location`, or `LOOKOUT_LOCATION`): it
+    /// runs only the probes whose `locations` list it (or that list none)
+    /// and stamps its results with it. `None`: a single, unnamed place.
+    pub location: Option<Arc<str>>,
 }
 
 /// The `tracing:` section (see [`crate::tracectx`]). Its propagation
@@ -99,12 +103,27 @@ impl Config {
     pub fn probe(&self, name: &str) -> Option<&ProbeSpec> {
         self.probes.iter().find(|p| p.name == name).map(|p| &**p)
     }
+
+    /// The probes this instance runs: those that [`ProbeSpec::runs_in`]
+    /// its location, in configuration order.
+    pub fn local_probes(&self) -> Vec<Arc<ProbeSpec>> {
+        let here = self.location.as_deref();
+        self.probes
+            .iter()
+            .filter(|p| p.runs_in(here))
+            .cloned()
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Storage {
     /// Path of the SQLite database, resolved against the main file's folder.
+    /// Unused when `postgres` is set.
     pub sqlite: PathBuf,
+    /// `storage.postgres`: a PostgreSQL database shared by several
+    /// instances, instead of SQLite.
+    pub postgres: Option<Postgres>,
     /// How long every single result is kept.
     pub retention_raw: Duration,
     /// How long per-minute rollups are kept (at most `retention_rollups`).
@@ -114,6 +133,25 @@ pub struct Storage {
     /// Most results held in memory while the database cannot be written
     /// (disk full, locked); beyond it the oldest are dropped and counted.
     pub buffer: usize,
+}
+
+/// `storage.postgres`: where the shared history database is.
+#[derive(Clone, PartialEq)]
+pub struct Postgres {
+    /// A `postgres://` (or `postgresql://`) URL; its password is a
+    /// registered secret.
+    pub url: String,
+}
+
+/// Shows the URL with its password masked (in the user part and in a
+/// `password=` parameter).
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = crate::probe::postgres::shown_url(&self.url);
+        f.debug_struct("Postgres")
+            .field("url", &crate::redact::redact(&shown))
+            .finish()
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -291,6 +329,9 @@ pub struct AlertSpec {
     /// How long before an incident's start a change event is cited in its
     /// notice.
     pub events_window: Duration,
+    /// `alert.locations`: in how many locations a run must fail for it to
+    /// count as a failure (1: any one).
+    pub locations: u32,
 }
 
 /// `alert.events_window` when not given.
@@ -306,6 +347,7 @@ impl Default for AlertSpec {
             notify: Vec::new(),
             degraded: None,
             events_window: DEFAULT_EVENTS_WINDOW,
+            locations: 1,
         }
     }
 }
@@ -352,8 +394,20 @@ pub struct ProbeSpec {
     pub labels: BTreeMap<String, String>,
     pub depends_on: Vec<String>,
     pub alert: AlertSpec,
+    /// The locations that run this probe; empty: every location.
+    pub locations: Vec<String>,
     /// Where the probe is defined, `file:line`, for messages.
     pub defined_at: String,
+}
+
+impl ProbeSpec {
+    /// Whether an instance at `location` runs this probe: every instance
+    /// when the probe lists no `locations`, otherwise only one whose
+    /// location is listed (an instance without a location runs none of
+    /// those).
+    pub fn runs_in(&self, location: Option<&str>) -> bool {
+        self.locations.is_empty() || location.is_some_and(|l| self.locations.iter().any(|x| x == l))
+    }
 }
 
 /// Resolves `p` against `base` unless it is absolute.

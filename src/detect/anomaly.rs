@@ -665,6 +665,7 @@ mod tests {
             ],
             checks: vec![],
             details: Default::default(),
+            location: None,
         };
         let s = Sample::from_result(&r).unwrap();
         assert_eq!(s.total_ms, 120.0);

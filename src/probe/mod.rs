@@ -378,6 +378,7 @@ pub async fn run_once(spec: &ProbeSpec) -> ProbeResult {
         phases: trace.phases,
         checks: trace.checks,
         details: trace.details,
+        location: None,
     }
 }
 

@@ -65,6 +65,10 @@ fn table() -> Vec<(&'static str, Handler)> {
         ("/api/v1/probes/{name}", get(detail)),
         ("/api/v1/probes/{name}/results", get(results)),
         ("/api/v1/probes/{name}/stats", get(stats)),
+        (
+            "/api/v1/probes/{name}/locations",
+            get(super::locations_api::locations),
+        ),
         ("/api/v1/incidents", get(incidents)),
         ("/api/v1/incidents/{id}", get(super::timeline::incident)),
         (
@@ -320,7 +324,10 @@ fn decode_cursor(tag: char, v: &str) -> Result<(i64, i64), ApiError> {
 }
 
 /// The probe named in the path, if configured.
-fn find(s: &LiveState, name: Result<Path<String>, PathRejection>) -> Result<ProbeInfo, ApiError> {
+pub(super) fn find(
+    s: &LiveState,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<ProbeInfo, ApiError> {
     let Path(name) = name.map_err(|e| ApiError::bad(format!("bad probe name in the path: {e}")))?;
     s.probes
         .load()
@@ -399,6 +406,9 @@ struct LastRun {
     duration_ms: f64,
     success: bool,
     failure: Option<FailureView>,
+    /// Where it ran, when the instance has a location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<std::sync::Arc<str>>,
 }
 
 impl LastRun {
@@ -408,6 +418,7 @@ impl LastRun {
             duration_ms: ms(r.duration),
             success: r.success,
             failure: r.failure.as_ref().map(FailureView::of),
+            location: r.location.clone(),
         }
     }
 }
@@ -422,6 +433,9 @@ struct ResultView {
     phases_ms: BTreeMap<&'static str, f64>,
     checks: Vec<Check>,
     details: serde_json::Map<String, serde_json::Value>,
+    /// Where it ran, when that instance had a location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<std::sync::Arc<str>>,
 }
 
 impl ResultView {
@@ -434,6 +448,7 @@ impl ResultView {
             phases_ms: r.phases.iter().map(|(p, d)| (p.as_str(), ms(*d))).collect(),
             checks: r.checks,
             details: r.details,
+            location: r.location,
         }
     }
 }
@@ -492,9 +507,9 @@ impl<'a> ProbeView<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct WindowView {
-    since: String,
-    until: String,
+pub(super) struct WindowView {
+    pub(super) since: String,
+    pub(super) until: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -667,6 +682,9 @@ fn parse_state(v: &str) -> Result<&str, ApiError> {
 
 #[derive(Serialize)]
 struct ProbeList<'a> {
+    /// This instance's location, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<&'a str>,
     probes: Vec<ProbeView<'a>>,
 }
 
@@ -694,7 +712,11 @@ async fn list(State(s): State<LiveState>, RawQuery(q): RawQuery) -> ApiResult {
         .into_iter()
         .map(|i| ProbeView::of(i, board.get(&i.name), last.get(&i.name), day.get(&i.name)))
         .collect();
-    Ok(Json(ProbeList { probes: views }).into_response())
+    Ok(Json(ProbeList {
+        location: s.location.as_deref(),
+        probes: views,
+    })
+    .into_response())
 }
 
 /// A probe with its statistics over the standard windows and its open
@@ -839,7 +861,7 @@ async fn results(
 
 /// The window a stats query asks for: `since`/`until`, or `window` (24h by
 /// default) ending at `until` (now by default).
-fn stats_window(
+pub(super) fn stats_window(
     p: &Params,
     now: DateTime<Utc>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {

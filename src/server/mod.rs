@@ -27,6 +27,7 @@ mod chart;
 mod events_api;
 mod history;
 mod html;
+mod locations_api;
 pub mod pages;
 mod probe_page;
 mod status_page;
@@ -65,6 +66,9 @@ pub struct LiveState {
     /// The alerting task, which takes posted change events; `None` outside
     /// `lookout run` (tests, a server without alerting).
     pub events: Option<crate::alert::runner::AlertHandle>,
+    /// This instance's `location`, shown by the API, the status page and
+    /// the `probe_*` metrics; read only at start.
+    pub location: Option<Arc<str>>,
 }
 
 /// The configured probes' descriptions, shared by every handler and
@@ -124,6 +128,7 @@ impl LiveState {
             settings: Arc::default(),
             trace_link: Arc::default(),
             events: None,
+            location: None,
         }
     }
 
@@ -164,6 +169,7 @@ impl LiveState {
                 .filter(|(k, _)| !matches!(k.as_str(), "trace_id" | "steps"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            location: r.location.clone(),
         };
         let mut latest = match self.latest.write() {
             Ok(g) => g,
@@ -241,6 +247,7 @@ async fn metrics_text(State(s): State<LiveState>) -> Response {
             alerts: &alerts,
             incidents_open: s.alerts.open_incidents(),
             outbox,
+            location: s.location.as_deref(),
         };
         metrics::render(&scrape, &s.metrics)
     };
@@ -351,6 +358,7 @@ mod tests {
             ],
             checks: vec![],
             details,
+            location: None,
         }
     }
 

@@ -51,6 +51,7 @@ fn result(probe: &str, at: DateTime<Utc>, ms: u64, fail: Option<&str>) -> ProbeR
         ],
         checks: vec![],
         details: serde_json::Map::new(),
+        location: None,
     }
 }
 
@@ -188,6 +189,40 @@ async fn status_page_shows_each_probe_with_state_numbers_and_chart() {
     assert!(idle.contains("<td data-window=\"24h\">—</td>"));
     assert!(idle.contains("<svg class=\"chart empty\"") && idle.contains("no data yet"));
     assert!(!idle.contains("<path"));
+}
+
+/// An instance with a location says so in the status page's header and in
+/// the probe list, and its results carry it; one without shows neither.
+#[tokio::test]
+async fn the_instance_location_is_shown() {
+    let dir = TempDir::new().unwrap();
+    let mut s = three(&dir);
+    let mut r = result("web", Utc::now(), 25, None);
+    r.location = Some("eu-west".into());
+    s.record(&r);
+    let (_, _, page) = get(&router(s.clone()), "/").await;
+    assert!(!page.contains("Location:"), "{page}");
+    let (_, _, list) = get(&router(s.clone()), "/api/v1/probes").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert!(list.get("location").is_none(), "{list}");
+
+    s.location = Some("eu-west".into());
+    let app = router(s);
+    let (_, _, page) = get(&app, "/").await;
+    assert!(
+        page.contains("<h1>Status</h1><p class=\"location\">Location: eu-west</p>"),
+        "{page}"
+    );
+    let (status, _, list) = get(&app, "/api/v1/probes").await;
+    assert_eq!(status, StatusCode::OK);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["location"], "eu-west");
+    assert_eq!(list["probes"][0]["name"], "web");
+    assert_eq!(list["probes"][0]["last"]["location"], "eu-west");
+    assert!(
+        list["probes"][1]["last"].get("location").is_none(),
+        "{list}"
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use crate::alert::changes::ChangeEvent;
 use crate::alert::AlertView;
 use crate::result::ProbeResult;
 use crate::store::alert_state::StoredIncident;
+use crate::store::locations::LocationStats;
 use crate::store::{SeriesPoint, WindowStats};
 
 /// Recent results listed.
@@ -44,6 +45,8 @@ struct Past {
     incidents: Vec<StoredIncident>,
     /// Change events in the chart's window that match the probe.
     events: Vec<ChangeEvent>,
+    /// The last 24 hours per location (several instances).
+    locations: Vec<LocationStats>,
 }
 
 /// The page of probe `name`; `None` when no probe has that name.
@@ -72,6 +75,7 @@ pub async fn render(s: &LiveState, name: &str) -> Option<String> {
     }
     head(&mut body, info, view.as_ref(), now);
     stats_table(&mut body, &past.stats);
+    locations_table(&mut body, &past.locations);
     let _ = write!(
         body,
         "<section class=\"chart-box\"><h2>Latency, last 24 hours (UTC)</h2>{}</section>",
@@ -116,6 +120,7 @@ async fn read_past(
                 results: store.recent(&name, RESULTS)?,
                 incidents: store.incidents(Some(&name), INCIDENTS)?,
                 events,
+                locations: store.stats_by_location(&name, now - TimeDelta::hours(24), now)?,
             })
         })
         .await
@@ -206,6 +211,40 @@ fn stats_table(out: &mut String, stats: &[WindowStats]) {
             let _ = write!(out, "<td data-window=\"{w}\" data-stat=\"{key}\">{v}</td>");
         }
         out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div></section>");
+}
+
+/// The last 24 hours split by the location the runs ran in, when they ran
+/// in any (several instances, `location`).
+fn locations_table(out: &mut String, locations: &[LocationStats]) {
+    if locations.iter().all(|l| l.location.is_none()) {
+        return;
+    }
+    out.push_str(concat!(
+        r#"<section id="locations" data-refresh><h2>By location, last 24 hours</h2>"#,
+        r#"<div class="scroll"><table class="stats"><thead><tr><th scope="col">location</th>"#,
+        r#"<th scope="col">last run</th><th scope="col">uptime</th><th scope="col">runs</th>"#,
+        r#"<th scope="col">failures</th><th scope="col">p50</th><th scope="col">p95</th>"#,
+        "</tr></thead><tbody>",
+    ));
+    for l in locations {
+        let name = l.location.as_deref().unwrap_or("(none)");
+        let last = match l.last_success {
+            Some(true) => "ok",
+            Some(false) => "failed",
+            None => "—",
+        };
+        let _ = write!(
+            out,
+            r#"<tr data-location="{n}"><th scope="row">{n}</th><td>{last}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            html::uptime(l.stats.uptime),
+            l.stats.count,
+            l.stats.failures,
+            html::latency(l.stats.p50),
+            html::latency(l.stats.p95),
+            n = Esc(name),
+        );
     }
     out.push_str("</tbody></table></div></section>");
 }

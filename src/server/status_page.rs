@@ -67,6 +67,8 @@ pub struct PageData<'a> {
     pub label_keys: BTreeSet<&'a str>,
     /// The history could not be read; the numbers are missing.
     pub history_error: bool,
+    /// This instance's location, shown in the header when it has one.
+    pub location: Option<&'a str>,
 }
 
 /// The whole page for `filters`.
@@ -118,6 +120,7 @@ pub async fn gather<'a>(
         incidents: Vec::new(),
         label_keys,
         history_error: false,
+        location: s.location.as_deref(),
     };
     if let Err(e) = fill_history(s, &mut data).await {
         tracing::warn!(error = %e, "status page: history unavailable");
@@ -286,7 +289,11 @@ pub fn page_body(d: &PageData<'_>) -> String {
 }
 
 fn summary(out: &mut String, d: &PageData<'_>) {
-    out.push_str("<section id=\"summary\" data-refresh><h1>Status</h1><ul class=\"counts\">");
+    out.push_str("<section id=\"summary\" data-refresh><h1>Status</h1>");
+    if let Some(l) = d.location {
+        let _ = write!(out, "<p class=\"location\">Location: {}</p>", Esc(l));
+    }
+    out.push_str("<ul class=\"counts\">");
     for (state, n) in STATES.iter().zip(d.counts) {
         let _ = write!(
             out,

@@ -9,8 +9,8 @@
 //! would lose the notice).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Transaction, TransactionBehavior};
 
+use super::db::{args, Db, DbError, DbResult, Row};
 use super::{Store, StoreError};
 use crate::alert::state::IncidentKind;
 use crate::alert::{Incident, Outgoing, ProbeState};
@@ -50,16 +50,16 @@ impl Store {
     /// Every stored probe state, by probe name (probes since removed from
     /// the configuration included: the engine ignores those).
     pub fn load_alert_states(&self) -> Result<Vec<(String, ProbeState)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT probe, state FROM alert_state ORDER BY probe")
+        let rows = self
+            .db
+            .query(
+                "SELECT probe, state FROM alert_state ORDER BY probe",
+                args![],
+                |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
+            )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (probe, json) = row.map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (probe, json) in rows {
             let state: ProbeState =
                 serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
                     path: self.path.clone(),
@@ -75,19 +75,33 @@ impl Store {
     /// (upserted) and `items` as pending outbox rows, each carrying its
     /// incident's id (known only once the incident row exists). Returns
     /// the outbox row ids and every incident's id, for the engine.
+    ///
+    /// A leader of several instances passes its `mark`: the feed position
+    /// is saved with the rest, and nothing is saved
+    /// ([`StoreError::Deposed`]) when another instance has led since.
     pub fn save_alert(
         &mut self,
         states: &[(String, ProbeState)],
         closed: &[(String, Incident)],
         items: &[Outgoing],
         now: DateTime<Utc>,
+        mark: Option<super::feed::FeedMark>,
     ) -> Result<SavedAlert, StoreError> {
         let path = self.path.clone();
-        let sql = |e| StoreError::sqlite(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let sql = |e: DbError| StoreError::sqlite(&path, e);
+        let tx = self.db.begin().map_err(sql)?;
+        if let Some(mark) = mark {
+            let ours = tx
+                .execute(
+                    "UPDATE alert_feed SET through = \
+                     CAST(CAST(CAST(?2 AS BIGINT) AS TEXT) AS xid8) WHERE id = 1 AND epoch = ?1",
+                    args![mark.epoch, mark.through],
+                )
+                .map_err(sql)?;
+            if ours == 0 {
+                return Err(StoreError::Deposed);
+            }
+        }
         let mut incidents: Vec<(String, IncidentKind, DateTime<Utc>, i64)> = Vec::new();
         let mut states = states.to_vec();
         for (probe, state) in &mut states {
@@ -108,22 +122,18 @@ impl Store {
             let id = upsert_incident(&tx, probe, inc).map_err(sql)?;
             incidents.push((probe.clone(), inc.kind, inc.started_at, id));
         }
-        {
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT INTO alert_state (probe, state, updated_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT(probe) DO UPDATE SET state = excluded.state, \
-                     updated_at = excluded.updated_at",
-                )
-                .map_err(sql)?;
-            for (probe, state) in &states {
-                let json = serde_json::to_string(state).map_err(|e| StoreError::Sqlite {
-                    path: path.clone(),
-                    error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-                })?;
-                put.execute(params![probe, json, now.timestamp_millis()])
-                    .map_err(sql)?;
-            }
+        for (probe, state) in &states {
+            let json = serde_json::to_string(state).map_err(|e| StoreError::Db {
+                path: path.clone(),
+                error: DbError::Column(e.to_string()),
+            })?;
+            tx.execute(
+                "INSERT INTO alert_state (probe, state, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(probe) DO UPDATE SET state = excluded.state, \
+                 updated_at = excluded.updated_at",
+                args![probe, &json, now.timestamp_millis()],
+            )
+            .map_err(sql)?;
         }
         // A notice made before its incident was first stored has no id yet:
         // it is the latest incident of its probe saved here.
@@ -144,18 +154,15 @@ impl Store {
 
     /// One incident by id.
     pub fn incident(&self, id: i64) -> Result<Option<StoredIncident>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query_opt(
                 "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
                  first_message, last_class, last_message, streak, ended_by, kind, reason \
                  FROM incidents WHERE id = ?1",
+                args![id],
+                incident_row,
             )
-            .map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query_map([id], incident_row)
-            .map_err(|e| self.err(e))?;
-        rows.next().transpose().map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))
     }
 
     /// The most recent incidents, newest first; of one probe when given.
@@ -164,19 +171,19 @@ impl Store {
         probe: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredIncident>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The cast gives PostgreSQL the placeholder's type where `IS NULL`
+        // alone would leave it undetermined.
+        self.db
+            .query(
                 "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
                  first_message, last_class, last_message, streak, ended_by, kind, reason FROM incidents \
-                 WHERE ?1 IS NULL OR probe = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
+                 WHERE CAST(?1 AS TEXT) IS NULL OR probe = ?1 \
+                 ORDER BY started_at DESC, id DESC LIMIT ?2",
+                args![probe, limit],
+                incident_row,
             )
-            .map_err(|e| self.err(e))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![probe, limit], incident_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))
     }
 }
 
@@ -197,49 +204,53 @@ impl Store {
     /// At most `q.limit` incidents matching `q`, newest first (by start,
     /// then id), so pages walked with `before` neither skip nor repeat one.
     pub fn incidents_page(&self, q: &IncidentQuery) -> Result<Vec<StoredIncident>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
-                 first_message, last_class, last_message, streak, ended_by, kind, reason FROM incidents \
-                 WHERE (?1 IS NULL OR probe = ?1) \
-                 AND (?2 IS NULL OR (ended_at IS NULL) = ?2) \
-                 AND (started_at < ?3 OR (started_at = ?3 AND id < ?4)) \
-                 ORDER BY started_at DESC, id DESC LIMIT ?5",
-            )
-            .map_err(|e| self.err(e))?;
         let (at, id) = q.before.unwrap_or((i64::MAX, i64::MAX));
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![q.probe, q.open, at, id, limit], incident_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+        // Casts give PostgreSQL the placeholders' types where `IS NULL`
+        // alone would leave them undetermined; `open` is 0/1 on both.
+        self.db
+            .query(
+                "SELECT id, probe, started_at, opened_at, ended_at, caused_by, first_class, \
+                 first_message, last_class, last_message, streak, ended_by, kind, reason FROM incidents \
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR probe = ?1) \
+                 AND (CAST(?2 AS BIGINT) IS NULL \
+                 OR (CASE WHEN ended_at IS NULL THEN 1 ELSE 0 END) = ?2) \
+                 AND (started_at < ?3 OR (started_at = ?3 AND id < ?4)) \
+                 ORDER BY started_at DESC, id DESC LIMIT ?5",
+                args![&q.probe, q.open, at, id, limit],
+                incident_row,
+            )
+            .map_err(|e| self.err(e))
     }
 }
 
-fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredIncident> {
+fn incident_row(r: &Row<'_>) -> DbResult<StoredIncident> {
     Ok(StoredIncident {
         id: r.get(0)?,
         probe: r.get(1)?,
         started_at: from_ms(r.get(2)?),
         opened_at: from_ms(r.get(3)?),
-        ended_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+        ended_at: r.get::<Option<i64>>(4)?.map(from_ms),
         caused_by: r.get(5)?,
         first_class: r.get(6)?,
         first_message: r.get(7)?,
         last_class: r.get(8)?,
         last_message: r.get(9)?,
-        streak: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+        streak: u32::try_from(r.get::<i64>(10)?).unwrap_or(0),
         ended_by: r.get(11)?,
-        kind: IncidentKind::parse(&r.get::<_, String>(12)?),
+        kind: IncidentKind::parse(&r.get::<String>(12)?),
         reason: r.get(13)?,
     })
 }
 
-fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlite::Result<i64> {
-    let class = |f: &Option<crate::result::Failure>| f.as_ref().map(|f| f.class.as_str());
-    let message = |f: &Option<crate::result::Failure>| f.as_ref().map(|f| f.message.clone());
-    tx.prepare_cached(
+fn upsert_incident(db: &Db, probe: &str, inc: &Incident) -> DbResult<i64> {
+    fn class(f: &Option<crate::result::Failure>) -> Option<&str> {
+        f.as_ref().map(|f| f.class.as_str())
+    }
+    fn message(f: &Option<crate::result::Failure>) -> Option<&str> {
+        f.as_ref().map(|f| f.message.as_str())
+    }
+    db.query_opt(
         "INSERT INTO incidents (probe, started_at, opened_at, ended_at, caused_by, first_class, \
          first_message, last_class, last_message, streak, ended_by, kind, reason) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
@@ -247,50 +258,50 @@ fn upsert_incident(tx: &Transaction<'_>, probe: &str, inc: &Incident) -> rusqlit
          caused_by = excluded.caused_by, last_class = excluded.last_class, \
          last_message = excluded.last_message, streak = excluded.streak, \
          ended_by = excluded.ended_by, reason = excluded.reason RETURNING id",
-    )?
-    .query_row(
-        params![
+        args![
             probe,
             inc.started_at.timestamp_millis(),
             inc.opened_at.timestamp_millis(),
             inc.ended_at.map(|t| t.timestamp_millis()),
-            inc.caused_by,
+            &inc.caused_by,
             class(&inc.first_failure),
             message(&inc.first_failure),
             class(&inc.last_failure),
             message(&inc.last_failure),
             i64::from(inc.streak),
-            inc.ended_by,
+            &inc.ended_by,
             inc.kind.as_str(),
-            inc.reason,
+            &inc.reason,
         ],
-        |r| r.get(0),
-    )
+        |r| r.get::<i64>(0),
+    )?
+    .ok_or_else(|| DbError::Column(format!("no incident id returned for `{probe}`")))
 }
 
-/// Inserts `items` as pending outbox rows due at `now` inside `tx`.
-pub(super) fn insert_outbox(
-    tx: &Transaction<'_>,
-    items: &[Outgoing],
-    now: DateTime<Utc>,
-) -> rusqlite::Result<Vec<i64>> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO outbox (notifier, probe, kind, payload, created_at, next_attempt_at, \
-         attempts, status) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 'pending')",
-    )?;
+/// Inserts `items` as pending outbox rows due at `now` inside the
+/// transaction `tx` (a [`Db`] with an open transaction).
+pub(super) fn insert_outbox(tx: &Db, items: &[Outgoing], now: DateTime<Utc>) -> DbResult<Vec<i64>> {
     let at = now.timestamp_millis();
     let mut ids = Vec::with_capacity(items.len());
     for item in items {
-        let payload = serde_json::to_string(&item.notice)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        insert.execute(params![
-            item.notifier,
-            item.notice.probe,
-            kind_str(item.notice.kind),
-            payload,
-            at
-        ])?;
-        ids.push(tx.last_insert_rowid());
+        let payload =
+            serde_json::to_string(&item.notice).map_err(|e| DbError::Column(e.to_string()))?;
+        let id = tx
+            .query_opt(
+                "INSERT INTO outbox (notifier, probe, kind, payload, created_at, \
+                 next_attempt_at, attempts, status) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 'pending') RETURNING id",
+                args![
+                    &item.notifier,
+                    &item.notice.probe,
+                    kind_str(item.notice.kind),
+                    &payload,
+                    at
+                ],
+                |r| r.get::<i64>(0),
+            )?
+            .ok_or_else(|| DbError::Column("no outbox id returned".into()))?;
+        ids.push(id);
     }
     Ok(ids)
 }
@@ -306,73 +317,4 @@ pub(super) fn kind_str(kind: NoticeKind) -> &'static str {
 
 pub(super) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn incident_pages_split_a_shared_start_and_filter() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path().join("h.db")).expect("open");
-        // Five probes' incidents start in the same millisecond; two more
-        // around them; `b`'s is resolved.
-        let rows: Vec<(String, i64, Option<i64>)> = ["a", "b", "c", "d", "e"]
-            .iter()
-            .map(|p| (p.to_string(), 5_000, (*p == "b").then_some(6_000)))
-            .chain([
-                ("a".to_string(), 1_000, Some(2_000)),
-                ("a".to_string(), 9_000, None),
-            ])
-            .collect();
-        for (probe, at, end) in &rows {
-            store
-                .conn
-                .execute(
-                    "INSERT INTO incidents (probe, started_at, opened_at, ended_at, streak) \
-                     VALUES (?1, ?2, ?2, ?3, 3)",
-                    params![probe, at, end],
-                )
-                .expect("insert");
-        }
-        let walk = |q: IncidentQuery| {
-            let mut q = q;
-            let mut seen = Vec::new();
-            loop {
-                let page = store.incidents_page(&q).expect("page");
-                let Some(last) = page.last() else {
-                    return seen;
-                };
-                q.before = Some((last.started_at.timestamp_millis(), last.id));
-                seen.extend(page.iter().map(|i| (i.started_at.timestamp_millis(), i.id)));
-            }
-        };
-        for limit in [1, 2, 3, 50] {
-            let seen = walk(IncidentQuery {
-                limit,
-                ..IncidentQuery::default()
-            });
-            let mut want = seen.clone();
-            want.sort_unstable_by(|a, b| b.cmp(a));
-            want.dedup();
-            assert_eq!((seen.len(), &want), (7, &seen), "limit {limit}");
-        }
-        let open = walk(IncidentQuery {
-            open: Some(true),
-            limit: 2,
-            ..IncidentQuery::default()
-        });
-        assert_eq!(open.len(), 5);
-        let resolved_a = store
-            .incidents_page(&IncidentQuery {
-                probe: Some("a".into()),
-                open: Some(false),
-                limit: 10,
-                ..IncidentQuery::default()
-            })
-            .expect("page");
-        assert_eq!(resolved_a.len(), 1);
-        assert_eq!(resolved_a[0].ended_at, Some(from_ms(2_000)));
-    }
 }

@@ -38,6 +38,8 @@ pub(crate) struct StoredRow {
     pub phases: Option<String>,
     pub details: Option<String>,
     pub checks: Option<String>,
+    /// Where the run ran, when the instance has a `location`.
+    pub location: Option<String>,
 }
 
 /// Why a stored row could not be turned back into a result.
@@ -151,6 +153,7 @@ pub(crate) fn decode(row: StoredRow) -> Result<ProbeResult, DecodeError> {
             })?,
             None => Map::new(),
         },
+        location: row.location.map(Into::into),
     })
 }
 
@@ -216,6 +219,7 @@ mod tests {
                 observed: "got 200".into(),
             }],
             details: Map::new(),
+            location: None,
         };
         let row = encode(&r);
         assert_eq!(row.started_at_ms, 1_700_000_000_123);

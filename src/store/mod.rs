@@ -29,7 +29,10 @@
 
 pub mod alert_state;
 mod codec;
+pub(crate) mod db;
 pub mod events;
+pub mod feed;
+pub mod locations;
 pub mod outbox;
 pub mod recorder;
 pub mod result_pages;
@@ -45,7 +48,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode};
+
+use db::{args, Db, DbError, DbResult};
 
 use crate::result::ProbeResult;
 
@@ -94,8 +99,8 @@ pub const SWEEP_CHUNK: usize = 5_000;
 
 /// Columns read back to rebuild a [`ProbeResult`]; `p` is `probes`, `r` is
 /// `results`.
-const RESULT_COLUMNS: &str = "p.name, r.started_at, r.duration_us, r.success, r.class, \
-     r.message, r.phases, r.details, r.checks";
+pub(crate) const RESULT_COLUMNS: &str = "p.name, r.started_at, r.duration_us, r.success, r.class, \
+     r.message, r.phases, r.details, r.checks, r.location";
 
 /// Why the history database could not be opened, read or written. Every
 /// variant names the file, because a person reading the message has to
@@ -117,12 +122,10 @@ pub enum StoreError {
     /// The file cannot be created or opened for writing where it is.
     #[error("history database {path} cannot be opened for writing: {why}")]
     Unwritable { path: PathBuf, why: String },
-    /// SQLite reported an error: locked, disk full, read-only, I/O error.
+    /// The database reported an error: locked, disk full, read-only, I/O
+    /// error, or (PostgreSQL) unreachable.
     #[error("history database {path}: {error}")]
-    Sqlite {
-        path: PathBuf,
-        error: rusqlite::Error,
-    },
+    Db { path: PathBuf, error: DbError },
     /// The file was written by a newer Lookout whose schema this build does
     /// not know; it is left untouched.
     #[error(
@@ -134,6 +137,10 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    /// A leader's save found that another instance has led since
+    /// (`feed.rs`): nothing was saved.
+    #[error("another Lookout instance leads alerting now")]
+    Deposed,
 }
 
 impl StoreError {
@@ -142,9 +149,10 @@ impl StoreError {
         match self {
             StoreError::Corrupt { path, .. }
             | StoreError::Io { path, .. }
-            | StoreError::Sqlite { path, .. }
+            | StoreError::Db { path, .. }
             | StoreError::TooNew { path, .. }
             | StoreError::Unwritable { path, .. } => path,
+            StoreError::Deposed => Path::new(""),
         }
     }
 
@@ -153,21 +161,22 @@ impl StoreError {
     pub fn is_busy(&self) -> bool {
         matches!(
             self,
-            StoreError::Sqlite { error, .. }
+            StoreError::Db { error, .. }
                 if matches!(
-                    error.sqlite_error_code(),
+                    error.sqlite_code(),
                     Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
                 )
         )
     }
 
-    fn sqlite(path: &Path, error: rusqlite::Error) -> StoreError {
-        match error.sqlite_error_code() {
+    fn sqlite(path: &Path, error: impl Into<DbError>) -> StoreError {
+        let error = error.into();
+        match error.sqlite_code() {
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
                 path: path.to_path_buf(),
                 detail: error.to_string(),
             },
-            _ => StoreError::Sqlite {
+            _ => StoreError::Db {
                 path: path.to_path_buf(),
                 error,
             },
@@ -233,7 +242,9 @@ impl Swept {
 
 /// The history database. Synchronous: use it from blocking threads only.
 pub struct Store {
-    conn: Connection,
+    db: Db,
+    /// The SQLite file, or for PostgreSQL its URL without the password
+    /// (what error messages name).
     path: PathBuf,
     /// Ids of probe names already known to be in `probes`, so a batch insert
     /// does not look a name up for every row.
@@ -328,12 +339,45 @@ impl Store {
             }
             schema::Migrated::UpToDate { .. } => {}
         }
-        rollup::backfill(&mut conn, &path).map_err(sql)?;
+        let mut db = Db::sqlite(conn);
+        rollup::backfill(&mut db, &path).map_err(|e| StoreError::sqlite(&path, e))?;
         Ok(Store {
-            conn,
+            db,
             path,
             probe_ids: HashMap::new(),
         })
+    }
+
+    /// A store on the PostgreSQL database at `url`. Nothing is connected
+    /// yet: the first statement connects and brings the schema up to date
+    /// (`schema::migrate_pg`), and a connection lost later is made again by
+    /// the next statement, so Lookout starts, probes and buffers while the
+    /// database is away. A URL that cannot be parsed is refused here.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let path = PathBuf::from(crate::redact::mask_url_passwords(url));
+        let db = Db::postgres(url, schema::migrate_pg).map_err(|error| StoreError::Db {
+            path: path.clone(),
+            error,
+        })?;
+        Ok(Store {
+            db,
+            path,
+            probe_ids: HashMap::new(),
+        })
+    }
+
+    /// Opens the store `storage` configures: its PostgreSQL database when
+    /// `storage.postgres` is set, else its SQLite file.
+    pub fn open_configured(storage: &crate::config::Storage) -> Result<Store, StoreError> {
+        match &storage.postgres {
+            Some(pg) => Store::open_postgres(&pg.url),
+            None => Store::open(&storage.sqlite),
+        }
+    }
+
+    /// True on the PostgreSQL backend.
+    pub fn is_postgres(&self) -> bool {
+        self.db.is_postgres()
     }
 
     /// The database file.
@@ -341,12 +385,22 @@ impl Store {
         &self.path
     }
 
-    /// The file's schema version (`PRAGMA user_version`).
+    /// The database's schema version (SQLite's `PRAGMA user_version`,
+    /// PostgreSQL's `lookout_schema` row).
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        schema::version(&self.conn).map_err(|e| self.err(e))
+        match self.db.as_sqlite() {
+            Some(conn) => schema::version(conn).map_err(|e| self.err(e)),
+            None => self
+                .db
+                .query_opt("SELECT version FROM lookout_schema", args![], |r| {
+                    r.get::<u32>(0)
+                })
+                .map(Option::unwrap_or_default)
+                .map_err(|e| self.err(e)),
+        }
     }
 
-    fn err(&self, e: rusqlite::Error) -> StoreError {
+    fn err(&self, e: impl Into<DbError>) -> StoreError {
         StoreError::sqlite(&self.path, e)
     }
 
@@ -374,71 +428,48 @@ impl Store {
         let sql = |e| StoreError::sqlite(path, e);
         // Take the write lock up front so a locked database fails here, at
         // once, rather than halfway through the batch.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let tx = self.db.begin().map_err(sql)?;
         // Ids learnt inside this transaction are only trusted after commit:
         // a rolled-back insert into `probes` would leave a stale id cached.
         let mut new_ids: Vec<(String, i64)> = Vec::new();
         let mut runs = Vec::with_capacity(results.len());
-        {
-            let mut find = tx
-                .prepare_cached("SELECT id FROM probes WHERE name = ?1")
-                .map_err(sql)?;
-            let mut add = tx
-                .prepare_cached("INSERT INTO probes (name) VALUES (?1)")
-                .map_err(sql)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO results (probe_id, started_at, duration_us, success, class, \
-                     message, phases, details, checks) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .map_err(sql)?;
-            for r in results {
-                let probe_id = match self.probe_ids.get(&r.probe) {
-                    Some(id) => *id,
-                    None => match new_ids.iter().find(|(n, _)| *n == r.probe) {
-                        Some((_, id)) => *id,
-                        None => {
-                            let id = match find
-                                .query_row([&r.probe], |row| row.get::<_, i64>(0))
-                                .optional()
-                                .map_err(sql)?
-                            {
-                                Some(id) => id,
-                                None => {
-                                    add.execute([&r.probe]).map_err(sql)?;
-                                    tx.last_insert_rowid()
-                                }
-                            };
-                            new_ids.push((r.probe.clone(), id));
-                            id
-                        }
-                    },
-                };
-                let row = codec::encode(r);
-                runs.push(rollup::Run {
+        for r in results {
+            let probe_id = match self.probe_ids.get(&r.probe) {
+                Some(id) => *id,
+                None => match new_ids.iter().find(|(n, _)| *n == r.probe) {
+                    Some((_, id)) => *id,
+                    None => {
+                        let id = probe_id_or_add(&tx, &r.probe).map_err(sql)?;
+                        new_ids.push((r.probe.clone(), id));
+                        id
+                    }
+                },
+            };
+            let row = codec::encode(r);
+            runs.push(rollup::Run {
+                probe_id,
+                started_ms: row.started_at_ms,
+                duration_us: row.duration_us,
+                success: row.success,
+            });
+            tx.execute(
+                "INSERT INTO results (probe_id, started_at, duration_us, success, class, \
+                 message, phases, details, checks, location) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                args![
                     probe_id,
-                    started_ms: row.started_at_ms,
-                    duration_us: row.duration_us,
-                    success: row.success,
-                });
-                insert
-                    .execute(params![
-                        probe_id,
-                        row.started_at_ms,
-                        row.duration_us,
-                        row.success,
-                        row.class,
-                        row.message,
-                        row.phases,
-                        row.details,
-                        row.checks,
-                    ])
-                    .map_err(sql)?;
-            }
+                    row.started_at_ms,
+                    row.duration_us,
+                    row.success,
+                    row.class,
+                    &row.message,
+                    &row.phases,
+                    &row.details,
+                    &row.checks,
+                    r.location.as_deref(),
+                ],
+            )
+            .map_err(sql)?;
         }
         if rollups {
             rollup::fold(&tx, &runs).map_err(sql)?;
@@ -448,52 +479,46 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `sql`, reads each row with `read`, then checks or converts it
-    /// with `decode` (which reports a [`StoreError::Corrupt`] itself).
-    fn query_decoded<R, T>(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
-        mut decode: impl FnMut(R) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let rows = stmt.query_map(params, read).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(decode(row.map_err(|e| self.err(e))?)?);
-        }
-        Ok(out)
-    }
-
+    /// Runs `sql` and rebuilds a [`ProbeResult`] from each row (columns
+    /// [`RESULT_COLUMNS`]); a row that cannot be read is
+    /// [`StoreError::Corrupt`].
     fn query_results(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
+        params: &[db::Arg<'_>],
     ) -> Result<Vec<ProbeResult>, StoreError> {
-        self.query_decoded(
-            sql,
-            params,
-            |row| {
-                Ok(codec::StoredRow {
-                    probe: row.get(0)?,
-                    started_at_ms: row.get(1)?,
-                    duration_us: row.get(2)?,
-                    success: row.get(3)?,
-                    class: row.get(4)?,
-                    message: row.get(5)?,
-                    phases: row.get(6)?,
-                    details: row.get(7)?,
-                    checks: row.get(8)?,
-                })
-            },
-            |row| {
-                codec::decode(row).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("a stored result cannot be read: {e}"),
-                })
-            },
-        )
+        let rows = self
+            .db
+            .query(sql, params, stored_row)
+            .map_err(|e| self.err(e))?;
+        rows.into_iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// As [`Store::query_results`], with one more integer column after
+    /// [`RESULT_COLUMNS`] returned beside the results.
+    fn query_results_with_tx(
+        &self,
+        sql: &str,
+        params: &[db::Arg<'_>],
+    ) -> Result<(Vec<ProbeResult>, Vec<i64>), StoreError> {
+        let rows = self
+            .db
+            .query(sql, params, |r| Ok((stored_row(r)?, r.get::<i64>(10)?)))
+            .map_err(|e| self.err(e))?;
+        let mut results = Vec::with_capacity(rows.len());
+        let mut extra = Vec::with_capacity(rows.len());
+        for (row, x) in rows {
+            results.push(self.decode(row)?);
+            extra.push(x);
+        }
+        Ok((results, extra))
+    }
+
+    fn decode(&self, row: codec::StoredRow) -> Result<ProbeResult, StoreError> {
+        codec::decode(row).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("a stored result cannot be read: {e}"),
+        })
     }
 
     /// The last `limit` results of `probe`, newest first.
@@ -502,7 +527,7 @@ impl Store {
             "SELECT {RESULT_COLUMNS} FROM results r JOIN probes p ON p.id = r.probe_id \
              WHERE p.name = ?1 ORDER BY r.started_at DESC, r.id DESC LIMIT ?2"
         );
-        self.query_results(&sql, params![probe, limit_param(limit)])
+        self.query_results(&sql, args![probe, limit_param(limit)])
     }
 
     /// Results of `probe` that started in `[since, until)`, newest first, at
@@ -521,7 +546,7 @@ impl Store {
         );
         self.query_results(
             &sql,
-            params![
+            args![
                 probe,
                 since.timestamp_millis(),
                 until.timestamp_millis(),
@@ -537,32 +562,29 @@ impl Store {
 
     /// Every probe name that has history (raw rows or hour rollups), sorted.
     pub fn probe_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query(
                 "SELECT name FROM probes p \
                  WHERE EXISTS (SELECT 1 FROM results r WHERE r.probe_id = p.id) \
                  OR EXISTS (SELECT 1 FROM rollups_hour h WHERE h.probe_id = p.id) ORDER BY name",
+                args![],
+                |row| row.get::<String>(0),
             )
-            .map_err(|e| self.err(e))?;
-        let names = stmt
-            .query_map([], |row| row.get::<_, String>(0))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        Ok(names)
+            .map_err(|e| self.err(e))
     }
 
     /// How many raw results of `probe` are stored.
     pub fn count_results(&self, probe: &str) -> Result<u64, StoreError> {
         let n: i64 = self
-            .conn
-            .prepare_cached(
+            .db
+            .query_opt(
                 "SELECT count(*) FROM results r JOIN probes p ON p.id = r.probe_id \
                  WHERE p.name = ?1",
+                args![probe],
+                |row| row.get(0),
             )
-            .and_then(|mut s| s.query_row([probe], |row| row.get(0)))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -593,44 +615,28 @@ impl Store {
         let path = &self.path;
         let sql = |e| StoreError::sqlite(path, e);
         let cutoff = older_than.timestamp_millis();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let tx = self.db.begin().map_err(sql)?;
         let mut deleted = 0usize;
         let rolled_up_through = rollup::backfilled_through(&tx)
             .map_err(sql)?
             .unwrap_or(i64::MAX);
-        {
-            // Going probe by probe lets every delete use the
-            // (probe_id, started_at) index instead of scanning the table.
-            let ids: Vec<i64> = tx
-                .prepare_cached("SELECT id FROM probes")
-                .and_then(|mut s| {
-                    s.query_map([], |row| row.get(0))?
-                        .collect::<Result<Vec<i64>, _>>()
-                })
-                .map_err(sql)?;
-            let mut delete = tx
-                .prepare_cached(
+        // Going probe by probe lets every delete use the
+        // (probe_id, started_at) index instead of scanning the table.
+        let ids: Vec<i64> = tx
+            .query("SELECT id FROM probes", args![], |row| row.get(0))
+            .map_err(sql)?;
+        for id in ids {
+            if deleted >= limit {
+                break;
+            }
+            deleted += tx
+                .execute(
                     "DELETE FROM results WHERE id IN (SELECT id FROM results \
                      WHERE probe_id = ?1 AND started_at < ?2 AND id <= ?4 \
                      ORDER BY started_at LIMIT ?3)",
+                    args![id, cutoff, limit_param(limit - deleted), rolled_up_through],
                 )
                 .map_err(sql)?;
-            for id in ids {
-                if deleted >= limit {
-                    break;
-                }
-                deleted += delete
-                    .execute(params![
-                        id,
-                        cutoff,
-                        limit_param(limit - deleted),
-                        rolled_up_through
-                    ])
-                    .map_err(sql)?;
-            }
         }
         tx.commit().map_err(sql)?;
         Ok(deleted)
@@ -659,7 +665,7 @@ impl Store {
             let Some(cutoff) = cutoff.filter(|_| left > 0) else {
                 continue;
             };
-            let n = rollup::sweep_chunk(&mut self.conn, table, cutoff, left)
+            let n = rollup::sweep_chunk(&self.db, table, cutoff, left)
                 .map_err(|e| StoreError::sqlite(&self.path, e))?;
             match table {
                 rollup::Table::Minute => swept.minute_rollups = n,
@@ -670,9 +676,22 @@ impl Store {
         Ok(swept)
     }
 
-    /// Bytes the database occupies on disk: the main file plus its WAL.
-    /// For measuring bytes per stored result.
+    /// Bytes the database occupies on disk: the main file plus its WAL
+    /// (PostgreSQL: the whole database's size). For measuring bytes per
+    /// stored result.
     pub fn bytes_on_disk(&self) -> Result<u64, StoreError> {
+        if self.db.is_postgres() {
+            let n: i64 = self
+                .db
+                .query_opt(
+                    "SELECT pg_database_size(current_database())",
+                    args![],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?
+                .unwrap_or(0);
+            return Ok(u64::try_from(n).unwrap_or(0));
+        }
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         let mut total = 0;
@@ -687,6 +706,44 @@ impl Store {
         }
         Ok(total)
     }
+}
+
+/// Reads the [`RESULT_COLUMNS`] of a row.
+pub(crate) fn stored_row(row: &db::Row<'_>) -> DbResult<codec::StoredRow> {
+    Ok(codec::StoredRow {
+        probe: row.get(0)?,
+        started_at_ms: row.get(1)?,
+        duration_us: row.get(2)?,
+        success: row.get(3)?,
+        class: row.get(4)?,
+        message: row.get(5)?,
+        phases: row.get(6)?,
+        details: row.get(7)?,
+        checks: row.get(8)?,
+        location: row.get(9)?,
+    })
+}
+
+/// The id of probe `name` in `probes`, adding it when new. Safe against
+/// another instance adding the same name at the same time (PostgreSQL):
+/// the insert then does nothing and the select finds theirs.
+fn probe_id_or_add(db: &Db, name: &str) -> DbResult<i64> {
+    if let Some(id) = db.query_opt("SELECT id FROM probes WHERE name = ?1", args![name], |r| {
+        r.get(0)
+    })? {
+        return Ok(id);
+    }
+    if let Some(id) = db.query_opt(
+        "INSERT INTO probes (name) VALUES (?1) ON CONFLICT (name) DO NOTHING RETURNING id",
+        args![name],
+        |r| r.get(0),
+    )? {
+        return Ok(id);
+    }
+    db.query_opt("SELECT id FROM probes WHERE name = ?1", args![name], |r| {
+        r.get(0)
+    })?
+    .ok_or_else(|| DbError::Column(format!("probe {name} vanished from probes")))
 }
 
 /// SQLite takes signed limits; anything beyond `i64::MAX` means "all".

@@ -9,9 +9,9 @@
 //! module only stores.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, TransactionBehavior};
 
 use super::alert_state::from_ms;
+use super::db::{args, Arg, DbError};
 use super::{limit_param, Store, StoreError};
 use crate::alert::Outgoing;
 use crate::notify::Notice;
@@ -99,11 +99,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let path = &self.path;
-        let sql = |e| StoreError::sqlite(path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let sql = |e: DbError| StoreError::sqlite(path, e);
+        let tx = self.db.begin().map_err(sql)?;
         let ids = super::alert_state::insert_outbox(&tx, items, now).map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok(ids)
@@ -121,11 +118,9 @@ impl Store {
         outcome: &Result<String, String>,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        let payload = serde_json::to_string(&item.notice).map_err(|e| {
-            StoreError::sqlite(
-                &self.path,
-                rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            )
+        let payload = serde_json::to_string(&item.notice).map_err(|e| StoreError::Db {
+            path: self.path.clone(),
+            error: DbError::Column(e.to_string()),
         })?;
         let (status, error, delivered_at, answer) = match outcome {
             Ok(answer) => (
@@ -136,39 +131,42 @@ impl Store {
             ),
             Err(e) => ("failed", Some(e), None, None),
         };
-        self.conn
-            .prepare_cached(
+        self.db
+            .query_opt(
                 "INSERT INTO outbox (notifier, probe, kind, payload, created_at, \
                  next_attempt_at, attempts, status, last_error, delivered_at, answer) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    item.notifier,
-                    item.notice.probe,
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+                args![
+                    &item.notifier,
+                    &item.notice.probe,
                     super::alert_state::kind_str(item.notice.kind),
-                    payload,
+                    &payload,
                     created.timestamp_millis(),
                     i64::from(attempts),
                     status,
                     error,
                     delivered_at,
                     answer
-                ])
+                ],
+                |r| r.get::<i64>(0),
+            )
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::Db {
+                path: self.path.clone(),
+                error: DbError::Column("no outbox id returned".into()),
             })
-            .map_err(|e| self.err(e))?;
-        Ok(self.conn.last_insert_rowid())
     }
 
+    /// The rows `sql` selects (`ROW_COLUMNS`) that `keep` accepts.
     fn outbox_rows(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
+        args: &[Arg<'_>],
+        mut keep: impl FnMut(&OutboxRow) -> bool,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        self.query_decoded(
-            sql,
-            params,
-            |row| {
+        let rows = self
+            .db
+            .query(sql, args, |row| {
                 let status: String = row.get(8)?;
                 Ok((
                     OutboxRow {
@@ -179,23 +177,26 @@ impl Store {
                         payload: row.get(4)?,
                         created_at: from_ms(row.get(5)?),
                         next_attempt_at: from_ms(row.get(6)?),
-                        attempts: u32::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+                        attempts: u32::try_from(row.get::<i64>(7)?).unwrap_or(0),
                         status: OutboxStatus::Pending,
                         last_error: row.get(9)?,
-                        delivered_at: row.get::<_, Option<i64>>(10)?.map(from_ms),
+                        delivered_at: row.get::<Option<i64>>(10)?.map(from_ms),
                         answer: row.get(11)?,
                     },
                     status,
                 ))
-            },
-            |(mut row, status): (OutboxRow, String)| {
+            })
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .filter(|(row, _)| keep(row))
+            .map(|(mut row, status)| {
                 row.status = OutboxStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
                     path: self.path.clone(),
                     detail: format!("outbox row {} has an unknown status `{status}`", row.id),
                 })?;
                 Ok(row)
-            },
-        )
+            })
+            .collect()
     }
 
     /// Pending rows whose next attempt is due at `now`, the earliest first,
@@ -205,23 +206,36 @@ impl Store {
             "SELECT {ROW_COLUMNS} FROM outbox WHERE status = 'pending' \
              AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?2"
         );
-        self.outbox_rows(&sql, params![now.timestamp_millis(), limit_param(limit)])
+        self.outbox_rows(
+            &sql,
+            args![now.timestamp_millis(), limit_param(limit)],
+            |_| true,
+        )
     }
 
     /// Every notice about incident `id` of `probe`, oldest first (the
     /// notice's payload names its incident).
     pub fn notices_of_incident(&self, probe: &str, id: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM outbox WHERE probe = ?1 \
-             AND json_extract(payload, '$.incident') = ?2 ORDER BY created_at, id"
-        );
-        self.outbox_rows(&sql, params![probe, id])
+        // The payload's incident is read here rather than in SQL, the same
+        // way on both backends.
+        #[derive(serde::Deserialize)]
+        struct IncidentOf {
+            incident: Option<i64>,
+        }
+        let sql =
+            format!("SELECT {ROW_COLUMNS} FROM outbox WHERE probe = ?1 ORDER BY created_at, id");
+        self.outbox_rows(&sql, args![probe], |row| {
+            serde_json::from_str::<IncidentOf>(&row.payload).is_ok_and(|p| p.incident == Some(id))
+        })
     }
 
     /// One row by id.
     pub fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
         let sql = format!("SELECT {ROW_COLUMNS} FROM outbox WHERE id = ?1");
-        Ok(self.outbox_rows(&sql, [id])?.into_iter().next())
+        Ok(self
+            .outbox_rows(&sql, args![id], |_| true)?
+            .into_iter()
+            .next())
     }
 
     /// The notifier accepted the row: it is delivered, with its answer. The
@@ -232,12 +246,12 @@ impl Store {
         answer: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
+        self.db
+            .execute(
                 "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, \
                  delivered_at = ?2, answer = ?3 WHERE id = ?1",
+                args![id, now.timestamp_millis(), answer],
             )
-            .and_then(|mut s| s.execute(params![id, now.timestamp_millis(), answer]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -251,19 +265,17 @@ impl Store {
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
+        self.db
+            .execute(
                 "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 \
                  WHERE id = ?1 AND status = 'pending'",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
+                args![
                     id,
                     i64::from(attempts),
                     next_attempt_at.timestamp_millis(),
                     error
-                ])
-            })
+                ],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -271,12 +283,12 @@ impl Store {
     /// A permanent failure: the row is never sent again. The attempt that
     /// failed it is counted.
     pub fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
+        self.db
+            .execute(
                 "UPDATE outbox SET status = 'failed', attempts = attempts + 1, \
                  last_error = ?2 WHERE id = ?1 AND status = 'pending'",
+                args![id, error],
             )
-            .and_then(|mut s| s.execute(params![id, error]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -285,14 +297,14 @@ impl Store {
     /// the reason (and the last error, if any) in `last_error`. Returns how
     /// many expired.
     pub fn expire_older_than(&self, created_before: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.conn
-            .prepare_cached(
+        self.db
+            .execute(
                 "UPDATE outbox SET status = 'expired', last_error = \
                  'expired: not delivered after ' || attempts || ' attempt(s) before the \
                  outbox max age' || coalesce('; last error: ' || last_error, '') \
                  WHERE status = 'pending' AND created_at < ?1",
+                args![created_before.timestamp_millis()],
             )
-            .and_then(|mut s| s.execute([created_before.timestamp_millis()]))
             .map_err(|e| self.err(e))
     }
 
@@ -300,40 +312,38 @@ impl Store {
     /// 0). Cheap however many rows were delivered: each count is a range of
     /// the status index, for `/metrics`.
     pub fn outbox_undelivered_counts(&self) -> Result<OutboxCounts, StoreError> {
-        self.conn
-            .prepare_cached(
+        self.db
+            .query_opt(
                 "SELECT (SELECT count(*) FROM outbox WHERE status = 'pending'), \
                  (SELECT count(*) FROM outbox WHERE status = 'failed'), \
                  (SELECT count(*) FROM outbox WHERE status = 'expired')",
-            )
-            .and_then(|mut s| {
-                s.query_row([], |row| {
-                    let n = |i: usize| row.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
+                args![],
+                |row| {
+                    let n = |i: usize| row.get::<i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
                     Ok(OutboxCounts {
                         pending: n(0)?,
                         delivered: 0,
                         failed: n(1)?,
                         expired: n(2)?,
                     })
-                })
-            })
+                },
+            )
+            .map(Option::unwrap_or_default)
             .map_err(|e| self.err(e))
     }
 
     /// How many rows are in each status.
     pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT status, count(*) FROM outbox GROUP BY status")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })
+        let rows = self
+            .db
+            .query(
+                "SELECT status, count(*) FROM outbox GROUP BY status",
+                args![],
+                |row| Ok((row.get::<String>(0)?, row.get::<i64>(1)?)),
+            )
             .map_err(|e| self.err(e))?;
         let mut counts = OutboxCounts::default();
-        for row in rows {
-            let (status, n) = row.map_err(|e| self.err(e))?;
+        for (status, n) in rows {
             let n = u64::try_from(n).unwrap_or(0);
             match OutboxStatus::parse(&status) {
                 Some(OutboxStatus::Pending) => counts.pending = n,

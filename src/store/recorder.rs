@@ -655,6 +655,7 @@ mod tests {
             phases: Vec::new(),
             checks: Vec::new(),
             details: serde_json::Map::new(),
+            location: None,
         }
     }
 

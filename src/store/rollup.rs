@@ -27,8 +27,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::db::{args, Db, DbError, DbResult, Row};
 use super::sketch::Sketch;
 use super::{codec, limit_param, Store, StoreError, WindowStats};
 
@@ -292,7 +292,7 @@ impl Plan {
 /// Folds `runs` into the minute, hour and day rows they belong to: each
 /// touched row is read, merged and written once (day rows are only added
 /// to).
-pub(crate) fn fold(tx: &Transaction<'_>, runs: &[Run]) -> rusqlite::Result<()> {
+pub(crate) fn fold(tx: &Db, runs: &[Run]) -> DbResult<()> {
     for table in [Table::Minute, Table::Hour] {
         let mut groups: BTreeMap<(i64, i64), Agg> = BTreeMap::new();
         for r in runs {
@@ -308,7 +308,7 @@ pub(crate) fn fold(tx: &Transaction<'_>, runs: &[Run]) -> rusqlite::Result<()> {
 }
 
 /// Adds the runs' counts and failures to their day rows.
-fn add_day_counts(tx: &Transaction<'_>, runs: &[Run]) -> rusqlite::Result<()> {
+fn add_day_counts(tx: &Db, runs: &[Run]) -> DbResult<()> {
     let mut days: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     for r in runs {
         let day = days
@@ -317,111 +317,111 @@ fn add_day_counts(tx: &Transaction<'_>, runs: &[Run]) -> rusqlite::Result<()> {
         day.0 += 1;
         day.1 += i64::from(!r.success);
     }
-    let mut add = tx.prepare_cached(
-        "INSERT INTO rollups_day (probe_id, start, count, failures) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (probe_id, start) DO UPDATE SET count = count + excluded.count, \
-         failures = failures + excluded.failures",
-    )?;
+    // The old values are named by their table: PostgreSQL finds a bare
+    // `count` ambiguous next to `excluded.count`.
+    const ADD: &str = "INSERT INTO rollups_day (probe_id, start, count, failures) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (probe_id, start) DO UPDATE SET \
+         count = rollups_day.count + excluded.count, \
+         failures = rollups_day.failures + excluded.failures";
     for ((probe_id, start), (count, failures)) in days {
-        add.execute(params![probe_id, start, count, failures])?;
+        tx.execute(ADD, args![probe_id, start, count, failures])?;
     }
     Ok(())
 }
 
-fn merge_into(
-    tx: &Transaction<'_>,
-    table: Table,
-    groups: BTreeMap<(i64, i64), Agg>,
-) -> rusqlite::Result<()> {
+fn merge_into(tx: &Db, table: Table, groups: BTreeMap<(i64, i64), Agg>) -> DbResult<()> {
     let t = table.name();
-    let mut read = tx.prepare_cached(&format!(
+    let read = format!(
         "SELECT count, failures, min_us, max_us, sum_us, sketch FROM {t} \
          WHERE probe_id = ?1 AND start = ?2"
-    ))?;
+    );
     // The read says whether the row exists, so each row is written with
     // the statement that needs no second look-up: an UPDATE by key for an
     // existing row, a plain INSERT for a new one (an upsert would first
     // try the insert, find the conflict, then seek again to update).
-    let mut update = tx.prepare_cached(&format!(
+    let update = format!(
         "UPDATE {t} SET count = ?3, failures = ?4, min_us = ?5, max_us = ?6, sum_us = ?7, \
          sketch = ?8 WHERE probe_id = ?1 AND start = ?2"
-    ))?;
-    let mut insert = tx.prepare_cached(&format!(
+    );
+    let insert = format!(
         "INSERT INTO {t} (probe_id, start, count, failures, min_us, max_us, sum_us, sketch) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-    ))?;
+    );
     for ((probe_id, start), mut agg) in groups {
-        let old = read
-            .query_row(params![probe_id, start], read_agg(0))
-            .optional()?;
+        let old = tx.query_opt(&read, args![probe_id, start], |row| read_agg(row, 0))?;
         let write = match &old {
             Some(old) => {
                 agg.merge(old);
-                &mut update
+                &update
             }
-            None => &mut insert,
+            None => &insert,
         };
-        write.execute(params![
-            probe_id,
-            start,
-            i64::try_from(agg.count).unwrap_or(i64::MAX),
-            i64::try_from(agg.failures).unwrap_or(i64::MAX),
-            agg.min_us,
-            agg.max_us,
-            agg.sum_us,
-            agg.sketch_column(),
-        ])?;
+        let sketch = agg.sketch_column();
+        tx.execute(
+            write,
+            args![
+                probe_id,
+                start,
+                i64::try_from(agg.count).unwrap_or(i64::MAX),
+                i64::try_from(agg.failures).unwrap_or(i64::MAX),
+                agg.min_us,
+                agg.max_us,
+                agg.sum_us,
+                &sketch,
+            ],
+        )?;
     }
     Ok(())
 }
 
 /// Reads `count, failures, min_us, max_us, sum_us, sketch` from column
 /// `first` on.
-fn read_agg(first: usize) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<Agg> {
-    move |row| {
-        Ok(Agg::from_row(
-            row.get(first)?,
-            row.get(first + 1)?,
-            row.get(first + 2)?,
-            row.get(first + 3)?,
-            row.get(first + 4)?,
-            row.get(first + 5)?,
-        ))
-    }
+fn read_agg(row: &Row<'_>, first: usize) -> DbResult<Agg> {
+    Ok(Agg::from_row(
+        row.get(first)?,
+        row.get(first + 1)?,
+        row.get(first + 2)?,
+        row.get(first + 3)?,
+        row.get(first + 4)?,
+        row.get(first + 5)?,
+    ))
 }
 
-pub(crate) fn meta(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
-    Ok(conn
-        .query_row(
+pub(crate) fn meta(db: &Db, key: &str) -> DbResult<i64> {
+    Ok(db
+        .query_opt(
             "SELECT value FROM rollup_meta WHERE key = ?1",
-            [key],
-            |row| row.get::<_, i64>(0),
-        )
-        .optional()?
+            args![key],
+            |row| row.get::<i64>(0),
+        )?
         .unwrap_or(0))
 }
 
-fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
-    conn.execute(
+fn set_meta(db: &Db, key: &str, value: i64) -> DbResult<()> {
+    db.execute(
         "INSERT INTO rollup_meta (key, value) VALUES (?1, ?2) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
+        args![key, value],
     )?;
     Ok(())
 }
 
 /// The highest raw row id already in the rollups, or `None` once every
-/// raw row is (the backfill is complete).
-pub(crate) fn backfilled_through(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    let done = meta(conn, META_BACKFILL_DONE)?;
-    let until = meta(conn, META_BACKFILL_UNTIL)?;
+/// raw row is (the backfill is complete). Always `None` on PostgreSQL,
+/// whose databases start with rollups.
+pub(crate) fn backfilled_through(db: &Db) -> DbResult<Option<i64>> {
+    if db.is_postgres() {
+        return Ok(None);
+    }
+    let done = meta(db, META_BACKFILL_DONE)?;
+    let until = meta(db, META_BACKFILL_UNTIL)?;
     Ok((done < until).then_some(done))
 }
 
 /// Folds one chunk of raw rows written before rollups existed. Returns
 /// `(done, until)` after the chunk; the backfill is complete when equal.
-fn backfill_chunk(conn: &mut Connection) -> rusqlite::Result<(i64, i64)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn backfill_chunk(db: &Db) -> DbResult<(i64, i64)> {
+    let tx = db.begin()?;
     // Read under the write lock: another process may be backfilling too.
     let done = meta(&tx, META_BACKFILL_DONE)?;
     let until = meta(&tx, META_BACKFILL_UNTIL)?;
@@ -429,28 +429,23 @@ fn backfill_chunk(conn: &mut Connection) -> rusqlite::Result<(i64, i64)> {
         return Ok((done, until));
     }
     let (runs, last) = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT id, probe_id, started_at, duration_us, success FROM results \
-             WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
-        )?;
         let mut last = until;
         let mut runs = Vec::new();
-        let rows = stmt.query_map(params![done, until, BACKFILL_CHUNK], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                Run {
+        tx.query(
+            "SELECT id, probe_id, started_at, duration_us, success FROM results \
+             WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+            args![done, until, BACKFILL_CHUNK],
+            |row| {
+                last = row.get::<i64>(0)?;
+                runs.push(Run {
                     probe_id: row.get(1)?,
                     started_ms: row.get(2)?,
                     duration_us: row.get(3)?,
                     success: row.get(4)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, run) = row?;
-            runs.push(run);
-            last = id;
-        }
+                });
+                Ok(())
+            },
+        )?;
         // A short chunk is the last one, whatever ids are missing after it.
         if (runs.len() as i64) < BACKFILL_CHUNK {
             last = until;
@@ -467,15 +462,16 @@ fn backfill_chunk(conn: &mut Connection) -> rusqlite::Result<(i64, i64)> {
 /// transaction, so a database from an older Lookout gives the same
 /// answers after the upgrade. Does nothing once complete. When another
 /// connection holds the lock (it is probably backfilling), leaves the rest
-/// to it.
-pub(crate) fn backfill(conn: &mut Connection, path: &Path) -> rusqlite::Result<()> {
-    if backfilled_through(conn)?.is_none() {
+/// to it. SQLite only: a PostgreSQL database starts with rollups, so
+/// there is nothing to do there.
+pub(crate) fn backfill(db: &mut Db, path: &Path) -> DbResult<()> {
+    if db.is_postgres() || backfilled_through(db)?.is_none() {
         return Ok(());
     }
     let started = std::time::Instant::now();
     let mut logged = started;
     loop {
-        let (done, until) = match backfill_chunk(conn) {
+        let (done, until) = match backfill_chunk(db) {
             Ok(progress) => progress,
             Err(e) if is_busy(&e) => {
                 tracing::info!(path = %path.display(),
@@ -499,9 +495,9 @@ pub(crate) fn backfill(conn: &mut Connection, path: &Path) -> rusqlite::Result<(
     }
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
+fn is_busy(e: &DbError) -> bool {
     matches!(
-        e.sqlite_error_code(),
+        e.sqlite_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
 }
@@ -513,38 +509,33 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 /// minute rows first raises the minute floor, so window queries switch to
 /// hour rows where minute rows may be gone.
 pub(crate) fn sweep_chunk(
-    conn: &mut Connection,
+    db: &Db,
     table: Table,
     older_than: DateTime<Utc>,
     limit: usize,
-) -> rusqlite::Result<usize> {
+) -> DbResult<usize> {
     let unit = if table == Table::Minute {
         HOUR_MS
     } else {
         DAY_MS
     };
     let cutoff = floor_to(older_than.timestamp_millis(), unit);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = db.begin()?;
     if table == Table::Minute && meta(&tx, META_MINUTE_FLOOR)? < cutoff {
         set_meta(&tx, META_MINUTE_FLOOR, cutoff)?;
     }
     let mut deleted = 0usize;
-    {
-        let ids: Vec<i64> = tx
-            .prepare_cached("SELECT id FROM probes")?
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        let t = table.name();
-        let mut delete = tx.prepare_cached(&format!(
-            "DELETE FROM {t} WHERE probe_id = ?1 AND start IN (SELECT start FROM {t} \
-             WHERE probe_id = ?1 AND start < ?2 ORDER BY start LIMIT ?3)"
-        ))?;
-        for id in ids {
-            if deleted >= limit {
-                break;
-            }
-            deleted += delete.execute(params![id, cutoff, limit_param(limit - deleted)])?;
+    let ids = tx.query("SELECT id FROM probes", args![], |row| row.get::<i64>(0))?;
+    let t = table.name();
+    let delete = format!(
+        "DELETE FROM {t} WHERE probe_id = ?1 AND start IN (SELECT start FROM {t} \
+         WHERE probe_id = ?1 AND start < ?2 ORDER BY start LIMIT ?3)"
+    );
+    for id in ids {
+        if deleted >= limit {
+            break;
         }
+        deleted += tx.execute(&delete, args![id, cutoff, limit_param(limit - deleted)])?;
     }
     tx.commit()?;
     Ok(deleted)
@@ -552,14 +543,17 @@ pub(crate) fn sweep_chunk(
 
 impl Store {
     fn probe_id(&self, probe: &str) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .prepare_cached("SELECT id FROM probes WHERE name = ?1")
-            .and_then(|mut s| s.query_row([probe], |row| row.get(0)).optional())
+        self.db
+            .query_opt(
+                "SELECT id FROM probes WHERE name = ?1",
+                args![probe],
+                |row| row.get::<i64>(0),
+            )
             .map_err(|e| self.err(e))
     }
 
     fn minute_floor(&self) -> Result<i64, StoreError> {
-        meta(&self.conn, META_MINUTE_FLOOR).map_err(|e| self.err(e))
+        meta(&self.db, META_MINUTE_FLOOR).map_err(|e| self.err(e))
     }
 
     /// Rows of `table` for `probe_id` starting in `range`, oldest first.
@@ -574,22 +568,19 @@ impl Store {
             return Ok(());
         }
         let t = table.name();
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT start, count, failures, min_us, max_us, sum_us, sketch FROM {t} \
-                 WHERE probe_id = ?1 AND start >= ?2 AND start < ?3 ORDER BY start"
-            ))
+        self.db
+            .query(
+                &format!(
+                    "SELECT start, count, failures, min_us, max_us, sum_us, sketch FROM {t} \
+                     WHERE probe_id = ?1 AND start >= ?2 AND start < ?3 ORDER BY start"
+                ),
+                args![probe_id, range.start, range.end],
+                |row| {
+                    each(row.get::<i64>(0)?, read_agg(row, 1)?);
+                    Ok(())
+                },
+            )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![probe_id, range.start, range.end], |row| {
-                Ok((row.get::<_, i64>(0)?, read_agg(1)(row)?))
-            })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (start, agg) = row.map_err(|e| self.err(e))?;
-            each(start, agg);
-        }
         Ok(())
     }
 
@@ -708,22 +699,16 @@ impl Store {
             }
             self.sum_counts(table, range, &mut by_id)?;
         }
-        let mut names = self
-            .conn
-            .prepare_cached("SELECT id, name FROM probes")
-            .map_err(|e| self.err(e))?;
-        let rows = names
-            .query_map([], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        let mut out = HashMap::new();
+        self.db
+            .query("SELECT id, name FROM probes", args![], |row| {
+                let id = row.get::<i64>(0)?;
+                if let Some(c) = by_id.get(&id).filter(|c| c.count > 0) {
+                    out.insert(row.get::<String>(1)?, *c);
+                }
+                Ok(())
             })
             .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (id, name) = row.map_err(|e| self.err(e))?;
-            if let Some(c) = by_id.get(&id).filter(|c| c.count > 0) {
-                out.insert(name, *c);
-            }
-        }
         Ok(out)
     }
 
@@ -736,29 +721,25 @@ impl Store {
         let t = table.name();
         // `probe_id IN (SELECT id FROM probes)` makes SQLite seek the
         // primary key once per probe instead of scanning the table.
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT probe_id, sum(count), sum(failures) FROM {t} \
-                 WHERE probe_id IN (SELECT id FROM probes) AND start >= ?1 AND start < ?2 \
-                 GROUP BY probe_id"
-            ))
+        // The sums are cast: PostgreSQL sums BIGINTs to NUMERIC.
+        self.db
+            .query(
+                &format!(
+                    "SELECT probe_id, CAST(sum(count) AS BIGINT), CAST(sum(failures) AS BIGINT) \
+                     FROM {t} WHERE probe_id IN (SELECT id FROM probes) \
+                     AND start >= ?1 AND start < ?2 GROUP BY probe_id"
+                ),
+                args![range.start, range.end],
+                |row| {
+                    let (id, count, failures) =
+                        (row.get::<i64>(0)?, row.get::<i64>(1)?, row.get::<i64>(2)?);
+                    let c = into.entry(id).or_default();
+                    c.count += u64::try_from(count).unwrap_or(0);
+                    c.failures += u64::try_from(failures).unwrap_or(0);
+                    Ok(())
+                },
+            )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![range.start, range.end], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (id, count, failures) = row.map_err(|e| self.err(e))?;
-            let c = into.entry(id).or_default();
-            c.count += u64::try_from(count).unwrap_or(0);
-            c.failures += u64::try_from(failures).unwrap_or(0);
-        }
         Ok(())
     }
 }

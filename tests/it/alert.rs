@@ -50,6 +50,7 @@ fn result_at(probe: &str, at: DateTime<Utc>, ok: bool) -> ProbeResult {
         phases: Vec::new(),
         checks: Vec::new(),
         details: Default::default(),
+        location: None,
     }
 }
 

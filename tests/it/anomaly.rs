@@ -40,6 +40,7 @@ fn past_run(at: chrono::DateTime<Utc>, ms: f64) -> ProbeResult {
         ],
         checks: Vec::new(),
         details: Default::default(),
+        location: None,
     }
 }
 

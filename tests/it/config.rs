@@ -226,6 +226,56 @@ fn secrets_from_the_environment_never_reach_diagnostics() {
     assert!(!stderr.contains("correct-horse-battery"), "{stderr}");
 }
 
+/// `LOOKOUT_LOCATION` is checked like the file's `location`, and the error
+/// names the variable; `alert.locations` above 1 on SQLite is refused at
+/// its line.
+#[test]
+fn check_reports_location_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("lookout.yaml");
+    std::fs::write(
+        &main,
+        "location: eu-west\nprobes:\n  - name: a\n    tcp: {host: 127.0.0.1, port: 1}\n    locations: [eu-west, us-east]\n",
+    )
+    .expect("write");
+    let check = |location: &str| {
+        lookout()
+            .args(["check", "-c"])
+            .arg(&main)
+            .env("LOOKOUT_LOCATION", location)
+            .output()
+            .expect("run lookout check")
+    };
+    for ok in ["", "us-east"] {
+        let out = check(ok);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{ok:?}: {stderr}");
+    }
+    let out = check("US East");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("lookout.yaml: error: the environment variable LOOKOUT_LOCATION: invalid location `US East`"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &main,
+        "probes:\n  - name: a\n    tcp: {host: 127.0.0.1, port: 1}\n    alert:\n      locations: 2\n",
+    )
+    .expect("write");
+    let out = check("");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "lookout.yaml:5:18: error: probes[0].alert.locations: 2 needs storage.postgres: \
+             one instance on SQLite has one location"
+        ),
+        "{stderr}"
+    );
+}
+
 /// A context for property tests: every variable is set, and nothing is
 /// registered as a secret (random values such as `http` would otherwise be
 /// masked in every later message of this test process).

@@ -293,7 +293,10 @@ fn load_config_warned(
     match load_with(path, cx) {
         Ok((cfg, warnings)) => {
             let warnings = warnings.0.iter().map(ToString::to_string).collect();
-            let asked = asked.lock().expect("lock").clone();
+            let mut asked = asked.lock().expect("lock").clone();
+            // Every configuration may be given its location from the
+            // environment; no deployment has to set it.
+            asked.retain(|n| n != lookout::config::compile::LOCATION_ENV);
             (cfg, asked, warnings)
         }
         Err(diags) => panic!("{} does not load:\n{diags}", path.display()),
@@ -643,4 +646,59 @@ fn systemd_unit_runs_and_reloads_the_installed_binary() {
     assert_eq!(one("Service.ProtectSystem"), "strict");
     assert!(matches!(one("Service.Type").as_str(), "exec" | "simple"));
     assert_eq!(one("Install.WantedBy"), "multi-user.target");
+}
+
+#[test]
+fn compose_with_two_locations_shares_one_postgres_and_its_configuration_loads() {
+    let compose = yaml("deploy/compose-locations.yml");
+    // What both instances share comes from one anchored block.
+    let shared = at(&compose, "x-lookout");
+    assert_eq!(s(shared, "build.dockerfile"), "deploy/Dockerfile");
+    let volumes: Vec<String> = items(shared, "volumes")
+        .iter()
+        .filter_map(Node::scalar_text)
+        .collect();
+    assert_eq!(
+        volumes,
+        ["./compose/locations.yaml:/etc/lookout/lookout.yaml:ro"],
+        "no local database volume: history lives in PostgreSQL"
+    );
+    let mut locations = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    for svc in ["lookout-eu", "lookout-us"] {
+        let service = at(&compose, &format!("services.{svc}"));
+        let env: BTreeMap<String, String> = entries(service, "environment")
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.scalar_text().expect("value")))
+            .collect();
+        locations.insert(env["LOOKOUT_LOCATION"].clone());
+        assert!(env["POSTGRES_PASSWORD"].starts_with("${POSTGRES_PASSWORD"));
+        for p in items(service, "ports").iter().filter_map(Node::scalar_text) {
+            ports.insert(p);
+        }
+    }
+    assert_eq!(locations.len(), 2, "two distinct locations: {locations:?}");
+    assert_eq!(
+        ports.len(),
+        2,
+        "each status page on its own port: {ports:?}"
+    );
+    assert!(s(&compose, "services.postgres.image").starts_with("postgres:"));
+
+    // The shared configuration loads, on PostgreSQL, with a multi-location
+    // alert rule, for either location.
+    let env: BTreeMap<String, String> = [
+        ("LOOKOUT_TOKEN", "change-me-token"),
+        ("POSTGRES_PASSWORD", "change-me-postgres"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (cfg, _) = load_config(&repo().join("deploy/compose/locations.yaml"), &env);
+    let pg = cfg.storage.postgres.as_ref().expect("storage.postgres");
+    assert!(pg.url.contains("@postgres:5432/lookout"), "{}", pg.url);
+    let home = cfg.probe("app-home").expect("app-home");
+    assert_eq!(home.alert.locations, 2);
+    let eu_only = cfg.probe("app-from-eu").expect("app-from-eu");
+    assert!(eu_only.runs_in(Some("eu-west")) && !eu_only.runs_in(Some("us-east")));
 }

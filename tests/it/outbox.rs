@@ -368,12 +368,12 @@ fn a_version_1_database_migrates_to_the_outbox() {
         conn.execute_batch(
             "DROP TABLE outbox; DROP TABLE alert_state; DROP TABLE incidents; \
              DROP TABLE rollups_minute; DROP TABLE rollups_hour; DROP TABLE rollups_day; \
-             DROP TABLE rollup_meta; DROP TABLE events; PRAGMA user_version = 1;",
+             DROP TABLE rollup_meta; DROP TABLE events; ALTER TABLE results DROP COLUMN location; PRAGMA user_version = 1;",
         )
         .unwrap();
     }
     let mut store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 7);
+    assert_eq!(store.schema_version().unwrap(), 8);
     let ids = store
         .enqueue(
             &[outgoing("hook", "a"), outgoing("mail", "b")],

@@ -422,6 +422,7 @@ fn statuspage_is_a_dependency_like_any_probe() {
         phases: Vec::new(),
         checks: Vec::new(),
         details: Default::default(),
+        location: None,
     };
     let vendor_msg =
         "vendor reports \"Elevated API errors\" (investigating, major): Payments API is partial_outage";

@@ -1,25 +1,25 @@
-//! Integration tests: the history store and its recorder, against real
-//! SQLite files in temporary folders: writes, retention, and the rollups
-//! that answer window queries (exact counts, percentiles within 1%, old
-//! raw rows swept, databases from before rollups backfilled). Another
-//! `rusqlite` connection plays the part of whatever else can hold the
-//! database (a backup, an operator's `sqlite3` shell).
+//! Integration tests of what only the SQLite history has: a database held
+//! locked by another process (another `rusqlite` connection plays a backup
+//! or an operator's `sqlite3` shell), the recorder's bounded buffer while
+//! it is, databases from before rollups backfilled, and retention settings
+//! checked. What both backends do alike is in `store_suite.rs`, which
+//! shares this file's synthetic history (`runs`, `assert_stats`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use lookout::result::{Failure, FailureClass, Phase, ProbeResult};
 use lookout::store::{spawn_recorder, RecorderSettings, Store};
 use tempfile::TempDir;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const RETENTION: Duration = Duration::from_secs(14 * 86_400);
+pub(crate) const RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 /// The `i`th run of `probe`, a millisecond after the previous one.
-fn result(probe: &str, i: i64) -> ProbeResult {
+pub(crate) fn result(probe: &str, i: i64) -> ProbeResult {
     // A fixed recent base, so the same `i` always gives the same result and
     // retention (14 days) keeps it.
     static BASE: OnceLock<i64> = OnceLock::new();
@@ -35,6 +35,7 @@ fn result(probe: &str, i: i64) -> ProbeResult {
         phases: vec![(Phase::Connect, Duration::from_micros(300))],
         checks: Vec::new(),
         details: serde_json::Map::new(),
+        location: None,
     }
 }
 
@@ -51,7 +52,7 @@ fn rows(path: &Path, probe: &str) -> u64 {
 }
 
 /// Settings that flush and retry quickly, so tests finish fast.
-fn quick() -> RecorderSettings {
+pub(crate) fn quick() -> RecorderSettings {
     RecorderSettings {
         flush_interval: Duration::from_millis(20),
         retry_initial: Duration::from_millis(10),
@@ -77,35 +78,6 @@ fn lock(path: &Path) -> rusqlite::Connection {
     conn.execute_batch("BEGIN EXCLUSIVE")
         .expect("take the lock");
     conn
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_recorder_writes_every_result_it_was_given() {
-    let dir = TempDir::new().expect("temp dir");
-    let store = Store::open(db(&dir)).expect("open");
-    let shutdown = CancellationToken::new();
-    let (handle, task) = spawn_recorder(store, RecorderSettings::new(RETENTION), shutdown.clone());
-
-    let probes = ["api", "db", "dns", "tls", "tcp"];
-    for i in 0..5_000i64 {
-        handle.record(result(probes[i as usize % probes.len()], i));
-    }
-    shutdown.cancel();
-    let report = task.await.expect("recorder task");
-
-    assert_eq!(report.written, 5_000);
-    assert_eq!((report.dropped, report.still_buffered), (0, 0));
-    let store = Store::open(db(&dir)).expect("reopen");
-    assert_eq!(
-        store.probe_names().expect("names"),
-        vec!["api", "db", "dns", "tcp", "tls"]
-    );
-    for p in probes {
-        assert_eq!(store.count_results(p).expect("count"), 1_000, "rows of {p}");
-    }
-    // What was written is what was recorded.
-    let newest = store.last_result("api").expect("read").expect("a result");
-    assert_eq!(newest, result("api", 4_995));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,115 +175,22 @@ async fn a_full_buffer_drops_the_oldest_results_and_counts_them() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_flushes_what_is_buffered() {
-    let dir = TempDir::new().expect("temp dir");
-    let path = db(&dir);
-    let store = Store::open(&path).expect("open");
-    let shutdown = CancellationToken::new();
-    // Nothing would be written before an hour or 10,000 results: only the
-    // shutdown flush can write these.
-    let settings = RecorderSettings {
-        flush_interval: Duration::from_secs(3_600),
-        flush_threshold: 10_000,
-        ..RecorderSettings::new(RETENTION)
-    };
-    let (handle, task) = spawn_recorder(store, settings, shutdown.clone());
-    for i in 0..300 {
-        handle.record(result("api", i));
-    }
-    eventually("the recorder to take the results", || {
-        handle.counters().buffered == 300
-    })
-    .await;
-    assert_eq!(rows(&path, "api"), 0);
-
-    shutdown.cancel();
-    let report = task.await.expect("recorder task");
-    assert_eq!(
-        (report.written, report.dropped, report.still_buffered),
-        (300, 0, 0)
-    );
-    assert_eq!(rows(&path, "api"), 300);
-
-    // Recording after the recorder stopped loses the result, visibly.
-    handle.record(result("api", 300));
-    assert_eq!(handle.counters().dropped, 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_every_handle_flushes_and_stops_the_recorder() {
-    let dir = TempDir::new().expect("temp dir");
-    let path = db(&dir);
-    let store = Store::open(&path).expect("open");
-    let settings = RecorderSettings {
-        flush_interval: Duration::from_secs(3_600),
-        ..RecorderSettings::new(RETENTION)
-    };
-    let (handle, task) = spawn_recorder(store, settings, CancellationToken::new());
-    let other = handle.clone();
-    for i in 0..10 {
-        handle.record(result("api", i));
-        other.record(result("db", i));
-    }
-    drop(handle);
-    drop(other);
-    let report = tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("the recorder stops once every handle is gone")
-        .expect("recorder task");
-    assert_eq!(report.written, 20);
-    assert_eq!((rows(&path, "api"), rows(&path, "db")), (10, 10));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_retention_sweep_runs_at_start_and_keeps_recent_rows() {
-    let dir = TempDir::new().expect("temp dir");
-    let path = db(&dir);
-    let mut store = Store::open(&path).expect("open");
-    let old = |i: i64| ProbeResult {
-        started_at: Utc::now() - TimeDelta::days(20) + TimeDelta::milliseconds(i),
-        ..result("api", i)
-    };
-    let batch: Vec<ProbeResult> = (0..12_000)
-        .map(old)
-        .chain((0..50).map(|i| result("api", i)))
-        .collect();
-    store.insert_batch(&batch).expect("seed history");
-
-    let shutdown = CancellationToken::new();
-    let (handle, task) = spawn_recorder(store, quick(), shutdown.clone());
-    // The sweep deletes in chunks while new results keep being written.
-    for i in 50..100 {
-        handle.record(result("api", i));
-    }
-    eventually("old rows to be swept", || rows(&path, "api") == 100).await;
-    eventually("the sweep to be counted", || {
-        handle.counters().swept == 12_000
-    })
-    .await;
-
-    shutdown.cancel();
-    let report = task.await.expect("recorder task");
-    assert_eq!(report.written, 50);
-}
-
 // ---- Rollups and retention -------------------------------------------------
 
-const MINUTE: i64 = 60_000;
-const HOUR: i64 = 3_600_000;
+pub(crate) const MINUTE: i64 = 60_000;
+pub(crate) const HOUR: i64 = 3_600_000;
 
 /// One run of the synthetic history, as the exact figures see it.
 #[derive(Debug, Clone, Copy)]
-struct Run {
-    at_ms: i64,
-    us: i64,
-    ok: bool,
+pub(crate) struct Run {
+    pub(crate) at_ms: i64,
+    pub(crate) us: i64,
+    pub(crate) ok: bool,
 }
 
 /// `n` runs of probe "api" every `every_ms` from `start_ms`, with durations
 /// spread over 1 to ~400 ms (a long tail) and about 1 in 9 failed.
-fn runs(start_ms: i64, every_ms: i64, n: usize) -> Vec<Run> {
+pub(crate) fn runs(start_ms: i64, every_ms: i64, n: usize) -> Vec<Run> {
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     (0..n)
         .map(|i| {
@@ -329,7 +208,7 @@ fn runs(start_ms: i64, every_ms: i64, n: usize) -> Vec<Run> {
         .collect()
 }
 
-fn as_result(probe: &str, r: &Run) -> ProbeResult {
+pub(crate) fn as_result(probe: &str, r: &Run) -> ProbeResult {
     ProbeResult {
         probe: probe.into(),
         started_at: at(r.at_ms),
@@ -339,6 +218,7 @@ fn as_result(probe: &str, r: &Run) -> ProbeResult {
         phases: Vec::new(),
         checks: Vec::new(),
         details: serde_json::Map::new(),
+        location: None,
     }
 }
 
@@ -385,7 +265,7 @@ fn exact(runs: &[Run], since: i64, until: i64, bucket: i64) -> Exact {
 
 /// Asserts the store's figures for `[since, until)` are the exact ones:
 /// counts, min, max and mean exactly, percentiles within 1%.
-fn assert_stats(store: &Store, runs: &[Run], since: i64, until: i64, bucket: i64) {
+pub(crate) fn assert_stats(store: &Store, runs: &[Run], since: i64, until: i64, bucket: i64) {
     let want = exact(runs, since, until, bucket);
     let got = store.stats("api", at(since), at(until)).expect("stats");
     let us = |d: Option<Duration>| d.map(|d| d.as_micros() as i64);
@@ -429,145 +309,13 @@ fn assert_stats(store: &Store, runs: &[Run], since: i64, until: i64, bucket: i64
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_over_hours_of_history_are_the_exact_figures() {
-    let dir = TempDir::new().expect("temp dir");
-    let path = db(&dir);
-    // Five hours of runs every 7 s, ending a little before now, written by
-    // the recorder in whatever batches it makes.
-    let start = (Utc::now().timestamp_millis() - 6 * HOUR) / HOUR * HOUR + 17 * MINUTE + 3_000;
-    let history = runs(start, 7_000, 5 * 3_600 / 7);
-    let shutdown = CancellationToken::new();
-    let store = Store::open(&path).expect("open");
-    let (handle, task) = spawn_recorder(store, quick(), shutdown.clone());
-    for r in &history {
-        handle.record(as_result("api", r));
-    }
-    shutdown.cancel();
-    assert_eq!(task.await.expect("recorder").written, history.len() as u64);
-
-    let store = Store::open(&path).expect("open for reading");
-    let end = history.last().map(|r| r.at_ms).unwrap_or(start) + 1;
-    for (since, until) in [
-        // Everything.
-        (start - HOUR, end + HOUR),
-        // Arbitrary edges, hours in the middle.
-        (
-            start + 37 * MINUTE + 13_456,
-            start + 4 * HOUR + 2 * MINUTE + 55_000,
-        ),
-        // Inside one hour; across one hour boundary; a whole hour.
-        (start + 61 * MINUTE, start + 95 * MINUTE),
-        (start + 30 * MINUTE, start + 80 * MINUTE),
-        (
-            start - 17 * MINUTE - 3_000 + 2 * HOUR,
-            start - 17 * MINUTE - 3_000 + 3 * HOUR,
-        ),
-    ] {
-        assert_stats(&store, &history, since, until, MINUTE);
-    }
-
-    // The series splits the same runs into steps; each step is exact too.
-    let (since, step) = (start - 17 * MINUTE - 3_000, 30 * MINUTE);
-    let series = store
-        .latency_series(
-            "api",
-            at(since),
-            at(since + 12 * step),
-            Duration::from_secs(1_800),
-        )
-        .expect("series");
-    assert_eq!(series.len(), 12);
-    for (i, point) in series.iter().enumerate() {
-        let lo = since + i as i64 * step;
-        let n = history
-            .iter()
-            .filter(|r| r.at_ms >= lo && r.at_ms < lo + step)
-            .count() as u64;
-        assert_eq!(point.count, n, "step {i}");
-    }
-    let counts = store.counts_all(at(since), at(end)).expect("counts");
-    assert_eq!(counts["api"].count, history.len() as u64);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_raw_rows_are_swept_but_their_stats_still_answer_from_rollups() {
-    let dir = TempDir::new().expect("temp dir");
-    let path = db(&dir);
-    let now = Utc::now().timestamp_millis();
-    let hour_at = |days: i64| (now - days * 86_400_000) / HOUR * HOUR;
-    // Three hours of runs every 30 s at 20 days old (past raw retention:
-    // minute rollups remain), 40 days old (past minute retention too: hour
-    // rollups remain) and 500 days old (past every retention).
-    let recent_old = runs(hour_at(20) + 5 * MINUTE, 30_000, 360);
-    let older = runs(hour_at(40) + 5 * MINUTE, 30_000, 360);
-    let ancient = runs(hour_at(500), 30_000, 100);
-    let mut store = Store::open(&path).expect("open");
-    let batch: Vec<ProbeResult> = [&recent_old, &older, &ancient]
-        .into_iter()
-        .flatten()
-        .map(|r| as_result("api", r))
-        .collect();
-    store.insert_batch(&batch).expect("seed history");
-    assert_stats(
-        &store,
-        &older,
-        hour_at(40) + 20 * MINUTE,
-        hour_at(40) + 150 * MINUTE,
-        MINUTE,
-    );
-
-    let settings = RecorderSettings {
-        retention_minute_rollups: Duration::from_secs(30 * 86_400),
-        ..quick()
-    };
-    let shutdown = CancellationToken::new();
-    let (handle, task) = spawn_recorder(store, settings, shutdown.clone());
-    let ancient_gone = || {
-        Store::open(&path)
-            .expect("open")
-            .stats("api", at(hour_at(501)), at(hour_at(499)))
-            .expect("stats")
-            .count
-            == 0
-    };
-    eventually("every raw row and the oldest rollups to be swept", || {
-        rows(&path, "api") == 0 && ancient_gone()
-    })
-    .await;
-    assert_eq!(handle.counters().swept, batch.len() as u64);
-    shutdown.cancel();
-    task.await.expect("recorder");
-
-    let store = Store::open(&path).expect("open");
-    // 20 days old: minute resolution, even at arbitrary edges.
-    assert_stats(
-        &store,
-        &recent_old,
-        hour_at(20) + 20 * MINUTE + 1,
-        hour_at(20) + 150 * MINUTE,
-        MINUTE,
-    );
-    assert_stats(&store, &recent_old, hour_at(21), hour_at(19), MINUTE);
-    // 40 days old: hour resolution (an hour counts where it starts).
-    assert_stats(
-        &store,
-        &older,
-        hour_at(40) + 20 * MINUTE,
-        hour_at(40) + 150 * MINUTE,
-        HOUR,
-    );
-    assert_stats(&store, &older, hour_at(41), hour_at(39), HOUR);
-    assert_eq!(store.probe_names().expect("names"), vec!["api"]);
-}
-
 /// Turns a current database back into what Lookout wrote before rollups
 /// (schema version 3): its raw rows, no rollup tables.
 fn make_version_3(path: &Path) {
     let conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch(
         "DROP TABLE rollups_minute; DROP TABLE rollups_hour; DROP TABLE rollups_day; \
-         DROP TABLE rollup_meta; DROP TABLE events; \
+         DROP TABLE rollup_meta; DROP TABLE events; ALTER TABLE results DROP COLUMN location; \
          ALTER TABLE incidents DROP COLUMN ended_by; \
          PRAGMA user_version = 3;",
     )
@@ -594,7 +342,7 @@ fn a_database_from_before_rollups_is_backfilled_and_gives_the_same_stats() {
     make_version_3(&path);
 
     let store = Store::open(&path).expect("open and backfill");
-    assert_eq!(store.schema_version().expect("version"), 7);
+    assert_eq!(store.schema_version().expect("version"), 8);
     let end = history.last().map(|r| r.at_ms).unwrap_or(start) + 1;
     assert_stats(&store, &history, start, end, MINUTE);
     assert_stats(

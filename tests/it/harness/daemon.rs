@@ -40,10 +40,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(cfg: &Path, port: u16) -> Daemon {
+        Daemon::start_with_env(cfg, port, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (e.g.
+    /// `LOOKOUT_LOCATION`, or values the configuration's `${VAR}` reads).
+    pub fn start_with_env(cfg: &Path, port: u16, env: &[(&str, &str)]) -> Daemon {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
             .env_remove("LOOKOUT_CONFIG")
+            .env_remove("LOOKOUT_LOCATION")
             .env("NO_COLOR", "1")
             .env("LOOKOUT_LOG", "info")
+            .envs(env.iter().copied())
             .args(["run", "-c"])
             .arg(cfg)
             .stdout(Stdio::null())
