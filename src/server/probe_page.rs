@@ -105,6 +105,7 @@ async fn read_past(
     };
     let name = info.name.clone();
     let labels = info.labels.clone();
+    let located = s.location.is_some();
     history
         .read(move |store| {
             let mut events = store.events_between(since, until, 1000)?;
@@ -120,7 +121,13 @@ async fn read_past(
                 results: store.recent(&name, RESULTS)?,
                 incidents: store.incidents(Some(&name), INCIDENTS)?,
                 events,
-                locations: store.stats_by_location(&name, now - TimeDelta::hours(24), now)?,
+                // Only an instance with a location shares its history
+                // with others; the split reads a day of raw rows.
+                locations: if located {
+                    store.stats_by_location(&name, now - TimeDelta::hours(24), now)?
+                } else {
+                    Vec::new()
+                },
             })
         })
         .await

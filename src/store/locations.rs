@@ -37,7 +37,7 @@ impl Store {
                 "SELECT r.location, r.duration_us, r.success, r.started_at \
                  FROM results r JOIN probes p ON p.id = r.probe_id \
                  WHERE p.name = ?1 AND r.started_at >= ?2 AND r.started_at < ?3 \
-                 ORDER BY r.location, r.started_at",
+                 ORDER BY r.location IS NOT NULL, r.location, r.started_at",
                 args![probe, since.timestamp_millis(), until.timestamp_millis()],
                 |r| {
                     Ok((

@@ -289,10 +289,22 @@ impl Plan {
     }
 }
 
+/// The advisory lock id that serializes rollup folds on PostgreSQL
+/// ("lkru").
+const FOLD_LOCK: i64 = 0x6c6b_7275;
+
 /// Folds `runs` into the minute, hour and day rows they belong to: each
 /// touched row is read, merged and written once (day rows are only added
 /// to).
+///
+/// On PostgreSQL several instances fold into the same rows (a probe run
+/// from several locations): each read-merge-write takes a transaction
+/// advisory lock first, so no instance's runs are overwritten by
+/// another's merge made from the same old row.
 pub(crate) fn fold(tx: &Db, runs: &[Run]) -> DbResult<()> {
+    if tx.is_postgres() && !runs.is_empty() {
+        tx.execute("SELECT pg_advisory_xact_lock(?1)", args![FOLD_LOCK])?;
+    }
     for table in [Table::Minute, Table::Hour] {
         let mut groups: BTreeMap<(i64, i64), Agg> = BTreeMap::new();
         for r in runs {

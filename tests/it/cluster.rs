@@ -400,6 +400,36 @@ async fn cluster_results_carry_their_location_in_the_api_and_metrics() {
             probes.contains(&format!("\"location\":\"{here}\"")),
             "{probes}"
         );
+        // The split by location, in the API and on the probe page.
+        let split = i.get("/api/v1/probes/api/locations?window=1h");
+        assert!(split.starts_with("HTTP/1.1 200"), "{split}");
+        let body = &split[split.find("\r\n\r\n").map_or(0, |p| p + 4)..];
+        let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        let seen: Vec<(&str, u64)> = v["locations"]
+            .as_array()
+            .expect("locations")
+            .iter()
+            .map(|l| {
+                (
+                    l["location"].as_str().unwrap_or("?"),
+                    l["count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(seen.len(), 2, "{body}");
+        assert!(
+            seen.iter()
+                .zip(["a", "b"])
+                .all(|((l, n), want)| *l == want && *n >= 2),
+            "both locations' runs, sorted: {body}"
+        );
+        let page = i.get("/probes/api");
+        for l in ["a", "b"] {
+            assert!(
+                page.contains(&format!("<tr data-location=\"{l}\">")),
+                "the probe page splits by location: {page}"
+            );
+        }
         let metrics = i.get("/metrics");
         let series: Vec<&str> = metrics
             .lines()

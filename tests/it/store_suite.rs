@@ -208,6 +208,7 @@ suite!(
     a_result_round_trips_with_phases_details_and_failed_checks,
     absent_parts_are_stored_as_null,
     the_location_round_trips,
+    stats_split_by_location,
     recent_is_newest_first_and_limited_to_one_probe,
     stats_use_nearest_rank_percentiles_over_the_window,
     rollups_are_built_as_results_arrive,
@@ -391,6 +392,56 @@ fn the_location_round_trips(b: Backend) {
             .expect("between"),
         vec![west]
     );
+}
+
+/// The split by location: per location (none first, then by name) its
+/// runs, failures, uptime, latency bounds and latest run.
+fn stats_split_by_location(b: Backend) {
+    let mut store = b.open();
+    let at_ms = |i: i64| 10_000 + i * 1_000;
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        let west = ProbeResult {
+            location: Some("eu-west".into()),
+            ..ok("api", at_ms(i), Duration::from_millis(10 + i as u64))
+        };
+        // us-east fails its last three runs.
+        let east = ProbeResult {
+            location: Some("us-east".into()),
+            ..if i >= 7 {
+                failed("api", at_ms(i), Duration::from_millis(100))
+            } else {
+                ok("api", at_ms(i), Duration::from_millis(100))
+            }
+        };
+        batch.extend([west, east, ok("api", at_ms(i), Duration::from_millis(1))]);
+    }
+    batch.push(ok("other", at_ms(1), Duration::from_millis(1)));
+    store.insert_batch(&batch).expect("insert");
+    let split = store
+        .stats_by_location("api", at(0), at(at_ms(10)))
+        .expect("split");
+    let names: Vec<Option<&str>> = split.iter().map(|l| l.location.as_deref()).collect();
+    assert_eq!(names, [None, Some("eu-west"), Some("us-east")]);
+    let counts: Vec<(u64, u64)> = split
+        .iter()
+        .map(|l| (l.stats.count, l.stats.failures))
+        .collect();
+    assert_eq!(counts, [(10, 0), (10, 0), (10, 3)]);
+    let west = &split[1].stats;
+    assert_eq!(west.min, Some(Duration::from_millis(10)));
+    assert_eq!(west.max, Some(Duration::from_millis(19)));
+    assert!(west
+        .p50
+        .is_some_and(|p| (Duration::from_millis(13)..=Duration::from_millis(15)).contains(&p)));
+    assert_eq!(split[2].stats.uptime, Some(0.7));
+    assert_eq!(split[2].last_success, Some(false));
+    assert_eq!(split[2].last_at, Some(at(at_ms(9))));
+    // A window without runs has no locations.
+    assert!(store
+        .stats_by_location("api", at(at_ms(20)), at(at_ms(30)))
+        .expect("split")
+        .is_empty());
 }
 
 fn recent_is_newest_first_and_limited_to_one_probe(b: Backend) {
@@ -1850,5 +1901,46 @@ mod postgres_only {
         let unique: HashSet<(String, i64)> = seen.iter().cloned().collect();
         assert_eq!(unique.len(), seen.len(), "no result twice");
         assert_eq!(unique, expected, "every result once");
+    }
+
+    /// Two instances probing the same target write into the same minute
+    /// and hour rollup rows at once: every run counts, none is lost to a
+    /// concurrent read-merge-write.
+    #[test]
+    fn two_writers_into_the_same_rollup_rows_lose_no_run() {
+        const WRITERS: i64 = 4;
+        const BATCHES: i64 = 100;
+        const PER_BATCH: i64 = 2;
+        let b = Backend::postgres();
+        let start = &Barrier::new(WRITERS as usize);
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let b = &b;
+                s.spawn(move || {
+                    let mut store = b.open();
+                    // Connected and migrated before the race starts.
+                    store.schema_version().expect("connect");
+                    start.wait();
+                    for batch in 0..BATCHES {
+                        let rows: Vec<ProbeResult> = (0..PER_BATCH)
+                            .map(|i| {
+                                // Both writers, all in the same minute.
+                                let t = (batch * PER_BATCH + i) * WRITERS + w;
+                                ProbeResult {
+                                    location: Some(format!("l{w}").into()),
+                                    ..ok("api", t, Duration::from_millis(5))
+                                }
+                            })
+                            .collect();
+                        store.insert_batch(&rows).expect("insert");
+                    }
+                });
+            }
+        });
+        let store = b.open();
+        let total = WRITERS * BATCHES * PER_BATCH;
+        let stats = store.stats("api", at(0), at(3_600_000)).expect("stats");
+        assert_eq!(stats.count, total as u64, "runs counted by the rollups");
+        assert_eq!(store.count_results("api").expect("raw"), total as u64);
     }
 }
