@@ -645,3 +645,48 @@ async fn cluster_postgres_restarted_under_load_loses_no_result() {
         logged.values().sum::<i64>()
     );
 }
+
+/// PostgreSQL is down when an instance starts: it starts anyway, answers
+/// `/healthz`, probes and keeps its results; once the database is up it
+/// creates the schema, writes what it kept and takes the alerting lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_an_instance_starts_while_postgres_is_down() {
+    let mut pg = fresh_postgres().await;
+    tokio::task::block_in_place(|| pg.stop());
+    let ok = target(Arc::new(AtomicBool::new(true)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        &pg,
+        "http://127.0.0.1:9/hook",
+        &api_probe("{ after: 2 }"),
+    );
+    let mut inst = Instance::start(&cfg, "a", &[("TARGET", &ok)]);
+    inst.wait_log(&["cannot write to the history database"], 20)
+        .await;
+    assert!(inst.get("/healthz").contains("ok"));
+    let d = Deadline::in_secs(15, "results kept while PostgreSQL is down");
+    loop {
+        inst.pump();
+        let n = logged_per_probe(&inst.lines)
+            .get("api")
+            .copied()
+            .unwrap_or(0);
+        if n >= 4 {
+            break;
+        }
+        d.wait(n).await;
+    }
+    tokio::task::block_in_place(|| pg.start());
+    inst.wait_log(&["history database accepts writes again"], 30)
+        .await;
+    inst.wait_log(&[LEADS], 15).await;
+    let lines = inst.stop().await;
+    let logged = logged_per_probe(&lines);
+    let stored = Db::connect(&pg).await.per_probe().await;
+    assert_eq!(
+        stored.get("api"),
+        logged.get("api"),
+        "every kept result written"
+    );
+}
