@@ -329,6 +329,35 @@ pub(crate) fn to_pg_placeholders(sql: &str) -> String {
     out
 }
 
+/// `rows` groups of `width` numbered placeholders from `?1`, each group
+/// wrapped as `(CAST(?n AS BIGINT), ...)` for the first `typed` columns
+/// (where PostgreSQL cannot infer a type, as in `IN (VALUES ...)`) and
+/// plain after: `(?1, ?2), (?3, ?4)`. For multi-row statements, which
+/// PostgreSQL needs to write a batch in a few round trips.
+pub(crate) fn value_rows(rows: usize, width: usize, typed: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 6);
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            let n = r * width + c + 1;
+            if c < typed {
+                out.push_str(&format!("CAST(?{n} AS BIGINT)"));
+            } else {
+                out.push_str(&format!("?{n}"));
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Rows per multi-row statement: few round trips, and far below either
+/// database's limit on placeholders (PostgreSQL 65,535).
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
 /// How long a PostgreSQL connection attempt may take before the call
 /// fails (and the caller's retry or buffer takes over).
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -641,6 +670,15 @@ mod tests {
         assert_eq!(
             to_pg_placeholders("SELECT a FROM t WHERE b = ?1 AND c = '?x' AND d = ?12"),
             "SELECT a FROM t WHERE b = $1 AND c = '?x' AND d = $12"
+        );
+    }
+
+    #[test]
+    fn value_rows_number_placeholders_across_rows() {
+        assert_eq!(value_rows(2, 2, 0), "(?1, ?2), (?3, ?4)");
+        assert_eq!(
+            value_rows(2, 2, 1),
+            "(CAST(?1 AS BIGINT), ?2), (CAST(?3 AS BIGINT), ?4)"
         );
     }
 

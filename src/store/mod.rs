@@ -97,6 +97,14 @@ const PAGE_CACHE_KIB: i64 = -512;
 /// the write lock for long.
 pub const SWEEP_CHUNK: usize = 5_000;
 
+/// The start of an insert into `results`; [`INSERT_RESULT`] is it for one
+/// row.
+const INSERT_RESULT_HEAD: &str = "INSERT INTO results (probe_id, started_at, duration_us, \
+     success, class, message, phases, details, checks, location)";
+const INSERT_RESULT: &str = "INSERT INTO results (probe_id, started_at, duration_us, \
+     success, class, message, phases, details, checks, location) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
 /// Columns read back to rebuild a [`ProbeResult`]; `p` is `probes`, `r` is
 /// `results`.
 pub(crate) const RESULT_COLUMNS: &str = "p.name, r.started_at, r.duration_us, r.success, r.class, \
@@ -433,6 +441,7 @@ impl Store {
         // a rolled-back insert into `probes` would leave a stale id cached.
         let mut new_ids: Vec<(String, i64)> = Vec::new();
         let mut runs = Vec::with_capacity(results.len());
+        let mut rows = Vec::with_capacity(results.len());
         for r in results {
             let probe_id = match self.probe_ids.get(&r.probe) {
                 Some(id) => *id,
@@ -452,24 +461,42 @@ impl Store {
                 duration_us: row.duration_us,
                 success: row.success,
             });
-            tx.execute(
-                "INSERT INTO results (probe_id, started_at, duration_us, success, class, \
-                 message, phases, details, checks, location) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                args![
-                    probe_id,
-                    row.started_at_ms,
-                    row.duration_us,
-                    row.success,
-                    row.class,
-                    &row.message,
-                    &row.phases,
-                    &row.details,
-                    &row.checks,
-                    r.location.as_deref(),
-                ],
-            )
-            .map_err(sql)?;
+            rows.push((probe_id, row, r.location.as_deref()));
+        }
+        // SQLite: one cached statement per row costs nothing; PostgreSQL:
+        // every statement is a round trip, so rows go in multi-row inserts.
+        let per_statement = if self.db.is_postgres() {
+            db::ROWS_PER_STATEMENT
+        } else {
+            1
+        };
+        for chunk in rows.chunks(per_statement) {
+            let sql_text = if chunk.len() == 1 {
+                std::borrow::Cow::Borrowed(INSERT_RESULT)
+            } else {
+                std::borrow::Cow::Owned(format!(
+                    "{INSERT_RESULT_HEAD} VALUES {}",
+                    db::value_rows(chunk.len(), 10, 0)
+                ))
+            };
+            let values: Vec<db::Arg<'_>> = chunk
+                .iter()
+                .flat_map(|(probe_id, row, location)| {
+                    [
+                        db::Arg::Int(*probe_id),
+                        db::Arg::Int(row.started_at_ms),
+                        db::Arg::Int(row.duration_us),
+                        db::Arg::from(row.success),
+                        db::Arg::from(row.class),
+                        db::Arg::from(&row.message),
+                        db::Arg::from(&row.phases),
+                        db::Arg::from(&row.details),
+                        db::Arg::from(&row.checks),
+                        db::Arg::from(*location),
+                    ]
+                })
+                .collect();
+            tx.execute(&sql_text, &values).map_err(sql)?;
         }
         if rollups {
             rollup::fold(&tx, &runs).map_err(sql)?;

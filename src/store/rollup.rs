@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::db::{args, Db, DbError, DbResult, Row};
+use super::db::{args, value_rows, Arg, Db, DbError, DbResult, Row, ROWS_PER_STATEMENT};
 use super::sketch::Sketch;
 use super::{codec, limit_param, Store, StoreError, WindowStats};
 
@@ -314,9 +314,72 @@ pub(crate) fn fold(tx: &Db, runs: &[Run]) -> DbResult<()> {
                 .or_default()
                 .add(r.duration_us, r.success);
         }
-        merge_into(tx, table, groups)?;
+        if tx.is_postgres() {
+            merge_into_batched(tx, table, groups)?;
+        } else {
+            merge_into(tx, table, groups)?;
+        }
     }
     add_day_counts(tx, runs)
+}
+
+/// [`merge_into`] in a few statements (PostgreSQL, where every statement
+/// is a round trip, maybe to another region): the existing rows of a chunk
+/// of groups are read with one query and written back, merged, with one
+/// multi-row upsert (safe under the fold's lock).
+fn merge_into_batched(tx: &Db, table: Table, groups: BTreeMap<(i64, i64), Agg>) -> DbResult<()> {
+    let t = table.name();
+    let groups: Vec<((i64, i64), Agg)> = groups.into_iter().collect();
+    for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+        let keys: Vec<Arg<'_>> = chunk
+            .iter()
+            .flat_map(|((p, s), _)| [Arg::Int(*p), Arg::Int(*s)])
+            .collect();
+        let read = format!(
+            "SELECT probe_id, start, count, failures, min_us, max_us, sum_us, sketch FROM {t} \
+             WHERE (probe_id, start) IN (VALUES {})",
+            value_rows(chunk.len(), 2, 2)
+        );
+        let old: HashMap<(i64, i64), Agg> = tx
+            .query(&read, &keys, |row| {
+                Ok(((row.get(0)?, row.get(1)?), read_agg(row, 2)?))
+            })?
+            .into_iter()
+            .collect();
+        // Each row's integer columns in order, and its sketch.
+        let merged: Vec<([i64; 7], Option<Vec<u8>>)> = chunk
+            .iter()
+            .map(|(key, agg)| {
+                let mut agg = agg.clone();
+                if let Some(o) = old.get(key) {
+                    agg.merge(o);
+                }
+                let ints = [
+                    key.0,
+                    key.1,
+                    i64::try_from(agg.count).unwrap_or(i64::MAX),
+                    i64::try_from(agg.failures).unwrap_or(i64::MAX),
+                    agg.min_us,
+                    agg.max_us,
+                    agg.sum_us,
+                ];
+                (ints, agg.sketch_column())
+            })
+            .collect();
+        let values: Vec<Arg<'_>> = merged
+            .iter()
+            .flat_map(|(ints, sketch)| ints.iter().map(|v| Arg::Int(*v)).chain([Arg::from(sketch)]))
+            .collect();
+        let write = format!(
+            "INSERT INTO {t} (probe_id, start, count, failures, min_us, max_us, sum_us, sketch) \
+             VALUES {} ON CONFLICT (probe_id, start) DO UPDATE SET count = excluded.count, \
+             failures = excluded.failures, min_us = excluded.min_us, max_us = excluded.max_us, \
+             sum_us = excluded.sum_us, sketch = excluded.sketch",
+            value_rows(chunk.len(), 8, 0)
+        );
+        tx.execute(&write, &values)?;
+    }
+    Ok(())
 }
 
 /// Adds the runs' counts and failures to their day rows.
@@ -335,8 +398,26 @@ fn add_day_counts(tx: &Db, runs: &[Run]) -> DbResult<()> {
          VALUES (?1, ?2, ?3, ?4) ON CONFLICT (probe_id, start) DO UPDATE SET \
          count = rollups_day.count + excluded.count, \
          failures = rollups_day.failures + excluded.failures";
-    for ((probe_id, start), (count, failures)) in days {
-        tx.execute(ADD, args![probe_id, start, count, failures])?;
+    if !tx.is_postgres() {
+        for ((probe_id, start), (count, failures)) in days {
+            tx.execute(ADD, args![probe_id, start, count, failures])?;
+        }
+        return Ok(());
+    }
+    // PostgreSQL: one multi-row upsert per chunk (see `merge_into_batched`).
+    let days: Vec<Arg<'_>> = days
+        .into_iter()
+        .flat_map(|((p, s), (c, f))| [Arg::Int(p), Arg::Int(s), Arg::Int(c), Arg::Int(f)])
+        .collect();
+    for chunk in days.chunks(ROWS_PER_STATEMENT * 4) {
+        let sql = format!(
+            "INSERT INTO rollups_day (probe_id, start, count, failures) VALUES {} \
+             ON CONFLICT (probe_id, start) DO UPDATE SET \
+             count = rollups_day.count + excluded.count, \
+             failures = rollups_day.failures + excluded.failures",
+            value_rows(chunk.len() / 4, 4, 0)
+        );
+        tx.execute(&sql, chunk)?;
     }
     Ok(())
 }
