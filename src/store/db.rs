@@ -655,9 +655,17 @@ impl std::ops::Deref for Tx<'_> {
 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
-        if self.open {
-            let _ = self.db.batch("ROLLBACK");
+        if !self.open {
+            return;
         }
+        // A PostgreSQL connection that died took its transaction with it:
+        // rolling back must not connect again (the server may be away).
+        if let Backend::Pg(pg) = &self.db.backend {
+            if pg.borrow().client.as_ref().is_none_or(|c| c.is_closed()) {
+                return;
+            }
+        }
+        let _ = self.db.batch("ROLLBACK");
     }
 }
 
