@@ -35,10 +35,10 @@ pub const LEAD_POLL: Duration = Duration::from_secs(2);
 /// How often the leader reads new results (and confirms its lock).
 pub const FEED_EVERY: Duration = Duration::from_secs(1);
 /// How often a follower refreshes its board from the saved states.
-const BOARD_EVERY: Duration = Duration::from_secs(5);
+pub const BOARD_EVERY: Duration = Duration::from_secs(5);
 /// How often the leader rereads the change events, which any instance
 /// may have stored.
-const EVENTS_EVERY: Duration = Duration::from_secs(10);
+pub const EVENTS_EVERY: Duration = Duration::from_secs(10);
 
 /// What the alerting task of one of several instances needs.
 pub struct Cluster {
