@@ -191,6 +191,7 @@ async fn follow(
     let mut refresh = tokio::time::interval(BOARD_EVERY);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut shown = Shown::default();
     loop {
         tokio::select! {
             _ = poll.tick() => {
@@ -207,12 +208,15 @@ async fn follow(
                     Err(_) => {}
                 }
             }
-            _ = refresh.tick() => show_saved(&inputs.config, store, board).await,
+            _ = refresh.tick() => shown.refresh(&inputs.config, store, board).await,
             r = inputs.results.recv() => {
                 // The sink hands results to alerting only on SQLite.
                 r.as_ref()?;
             }
-            Some(config) = inputs.reconfigs.recv() => inputs.config = config,
+            Some(config) = inputs.reconfigs.recv() => {
+                inputs.config = config;
+                shown = Shown::default();
+            }
             Some(posted) = inputs.events.recv() => {
                 let _ = posted.reply.send(store_event(store, posted.event).await);
             }
@@ -221,16 +225,45 @@ async fn follow(
     }
 }
 
-/// Shows the states the leader saved on this follower's board.
-async fn show_saved(config: &crate::config::Config, store: &Arc<Mutex<Store>>, board: &AlertBoard) {
-    let s = store.clone();
-    let Ok(Ok(saved)) = tokio::task::spawn_blocking(move || lock(&s).load_alert_states()).await
-    else {
-        return;
-    };
-    let mut engine = Engine::new(config);
-    for (name, state) in saved {
-        engine.restore(&name, state);
+/// How far back, before the newest state already shown, a follower
+/// rereads saved states: room for the leaders' clocks to differ.
+const CLOCK_SLACK_MS: i64 = 60_000;
+
+/// A follower's copy of the leader's saved states, for its board: an
+/// engine restored from them, refreshed with the states saved since.
+#[derive(Default)]
+struct Shown {
+    engine: Option<Engine>,
+    /// When the states read last were saved (unix ms, leader's clock).
+    since_ms: i64,
+}
+
+impl Shown {
+    /// Reads the states saved since the last refresh (all of them the
+    /// first time) and shows every probe on the board.
+    async fn refresh(
+        &mut self,
+        config: &crate::config::Config,
+        store: &Arc<Mutex<Store>>,
+        board: &AlertBoard,
+    ) {
+        let engine = self.engine.get_or_insert_with(|| Engine::new(config));
+        let since = if self.since_ms == 0 {
+            i64::MIN
+        } else {
+            self.since_ms - CLOCK_SLACK_MS
+        };
+        let s = store.clone();
+        let read_at = chrono::Utc::now().timestamp_millis();
+        let Ok(Ok(saved)) =
+            tokio::task::spawn_blocking(move || lock(&s).load_alert_states_since(since)).await
+        else {
+            return;
+        };
+        for (name, state) in saved {
+            engine.restore(&name, state);
+        }
+        self.since_ms = read_at;
+        publish_all(engine, board);
     }
-    publish_all(&engine, board);
 }

@@ -50,11 +50,21 @@ impl Store {
     /// Every stored probe state, by probe name (probes since removed from
     /// the configuration included: the engine ignores those).
     pub fn load_alert_states(&self) -> Result<Vec<(String, ProbeState)>, StoreError> {
+        self.load_alert_states_since(i64::MIN)
+    }
+
+    /// The stored probe states saved at `updated_at_ms` or later (unix ms,
+    /// the saving instance's clock), by probe name: what a follower of
+    /// several instances reads to show the leader's states.
+    pub fn load_alert_states_since(
+        &self,
+        updated_at_ms: i64,
+    ) -> Result<Vec<(String, ProbeState)>, StoreError> {
         let rows = self
             .db
             .query(
-                "SELECT probe, state FROM alert_state ORDER BY probe",
-                args![],
+                "SELECT probe, state FROM alert_state WHERE updated_at >= ?1 ORDER BY probe",
+                args![updated_at_ms],
                 |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
             )
             .map_err(|e| self.err(e))?;

@@ -355,6 +355,16 @@ async fn cluster_a_failure_in_one_location_opens_nothing_in_two_one_incident() {
         1,
         "the incident is open"
     );
+    // Every instance's API shows it down: the leader's own state, and the
+    // follower's copy of what the leader saved (refreshed every 5 s).
+    let d = Deadline::in_secs(15, "both instances show the probe down");
+    loop {
+        let views: Vec<String> = insts.iter().map(|i| i.get("/api/v1/probes/api")).collect();
+        if views.iter().all(|v| v.contains("\"state\":\"down\"")) {
+            break;
+        }
+        d.wait(&views).await;
+    }
     for i in insts {
         i.stop().await;
     }
