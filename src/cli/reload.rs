@@ -132,13 +132,7 @@ pub async fn watch(main_file: PathBuf, running: Config, to: Targets, shutdown: C
                 watcher.follow(&cfg.files);
                 // TLS set-up for new probes before their first run is timed
                 // (only those this instance runs).
-                let local: Vec<Arc<ProbeSpec>> = cfg
-                    .probes
-                    .iter()
-                    .filter(|p| p.runs_in(running.config.location.as_deref()))
-                    .cloned()
-                    .collect();
-                crate::probe::prepare(&local).await;
+                crate::probe::prepare(&cfg.probes_in(running.config.location.as_deref())).await;
                 let (change, config) = apply(&running.config, cfg, &to);
                 tracing::info!(
                     trigger,

@@ -53,6 +53,8 @@ pub async fn run(cli: &Cli) -> Exit {
         }
     };
     let clustered = store.is_postgres();
+    // The file, or PostgreSQL's URL without its password.
+    let database = store.path().display().to_string();
 
     // Alerting and the outbox use their own connections to the same
     // database (SQLite in WAL: they never block the recorder's writes for
@@ -168,7 +170,7 @@ pub async fn run(cli: &Cli) -> Exit {
     tracing::info!(
         probes = probes.len(),
         location = cfg.location.as_deref().unwrap_or("none"),
-        database = %database_name(&cfg.storage),
+        database = %database,
         listen = %cfg.server.listen,
         "lookout started"
     );
@@ -321,15 +323,6 @@ fn log_elsewhere(cfg: &crate::config::Config, running: usize) {
             location = here,
             "probes whose `locations` do not list this location run elsewhere"
         ),
-    }
-}
-
-/// The database as logs name it: the SQLite file, or PostgreSQL's URL
-/// without its password.
-fn database_name(storage: &crate::config::Storage) -> String {
-    match &storage.postgres {
-        Some(pg) => crate::redact::mask_url_passwords(&pg.url),
-        None => storage.sqlite.display().to_string(),
     }
 }
 

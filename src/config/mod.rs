@@ -107,10 +107,14 @@ impl Config {
     /// The probes this instance runs: those that [`ProbeSpec::runs_in`]
     /// its location, in configuration order.
     pub fn local_probes(&self) -> Vec<Arc<ProbeSpec>> {
-        let here = self.location.as_deref();
+        self.probes_in(self.location.as_deref())
+    }
+
+    /// The probes an instance at `location` runs, in configuration order.
+    pub fn probes_in(&self, location: Option<&str>) -> Vec<Arc<ProbeSpec>> {
         self.probes
             .iter()
-            .filter(|p| p.runs_in(here))
+            .filter(|p| p.runs_in(location))
             .cloned()
             .collect()
     }

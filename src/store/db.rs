@@ -636,13 +636,11 @@ pub(crate) struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// Commits; a failed commit is rolled back when `self` drops.
     pub(crate) fn commit(mut self) -> DbResult<()> {
+        self.db.batch("COMMIT")?;
         self.open = false;
-        let r = self.db.batch("COMMIT");
-        if r.is_err() {
-            let _ = self.db.batch("ROLLBACK");
-        }
-        r
+        Ok(())
     }
 }
 

@@ -27,7 +27,9 @@ use crate::harness::http_server::{serve, Seen};
 use crate::harness::http_target_with;
 use crate::harness::postgres_server::{Options, PgServer};
 use crate::harness::recorder::Recorder;
-use crate::harness::run_child::{logged_per_probe, tail};
+use crate::harness::run_child::{
+    assert_flushed_without_drops, logged_but_not_stored, logged_per_probe, tail,
+};
 
 /// The log line of an instance that takes the alerting lead.
 const LEADS: &str = "this instance now leads alerting and notices";
@@ -639,17 +641,9 @@ async fn cluster_postgres_restarted_under_load_loses_no_result() {
     let logged = logged_per_probe(&lines);
     assert_eq!(logged.len(), 50, "probes that logged a result");
     let stored = Db::connect(&pg).await.per_probe().await;
-    let wrong: Vec<String> = logged
-        .iter()
-        .filter(|(p, n)| stored.get(*p) != Some(n))
-        .map(|(p, n)| format!("{p}: logged {n}, stored {:?}", stored.get(p)))
-        .collect();
+    let wrong = logged_but_not_stored(&logged, &stored);
     assert!(wrong.is_empty(), "results lost or doubled: {wrong:#?}");
-    let flushed = lines
-        .iter()
-        .find(|l| l.contains("results flushed"))
-        .unwrap_or_else(|| panic!("no flush line; log tail:\n{}", tail(&lines, 30)));
-    assert!(flushed.contains("dropped=0"), "{flushed}");
+    assert_flushed_without_drops(&lines);
     eprintln!(
         "postgres restart: {} results logged and stored",
         logged.values().sum::<i64>()

@@ -19,8 +19,8 @@ use crate::harness::http_target_with;
 use crate::harness::process::free_port;
 use crate::harness::recorder::{Answer, Recorded, Recorder};
 use crate::harness::run_child::{
-    db_in, get_json, get_status, logged_per_probe, open_ro, rows_per_probe, scalar, tail, wait_db,
-    HangTarget, RunChild,
+    assert_flushed_without_drops, db_in, get_json, get_status, logged_but_not_stored,
+    logged_per_probe, open_ro, rows_per_probe, scalar, tail, wait_db, HangTarget, RunChild,
 };
 use crate::harness::targets::{self, Behaviour, Reply};
 
@@ -538,11 +538,7 @@ async fn faults_sigterm_under_load_exits_in_time_and_loses_no_result() {
     let logged = logged_per_probe(&lines);
     let stored = rows_per_probe(&db);
     assert_eq!(logged.len(), 320, "probes that logged a result");
-    let missing: Vec<_> = logged
-        .iter()
-        .filter(|(p, n)| stored.get(*p) != Some(n))
-        .map(|(p, n)| format!("{p}: logged {n}, stored {:?}", stored.get(p)))
-        .collect();
+    let missing = logged_but_not_stored(&logged, &stored);
     assert!(missing.is_empty(), "results lost: {missing:#?}");
     assert_eq!(stored.len(), logged.len());
     // The runs hanging at the signal finished (as timeouts) and were kept.
@@ -552,11 +548,7 @@ async fn faults_sigterm_under_load_exits_in_time_and_loses_no_result() {
          WHERE p.name LIKE 'hang-%' AND r.class = 'timeout'",
     );
     assert_eq!(timeouts, 20);
-    let flushed = lines
-        .iter()
-        .find(|l| l.contains("results flushed"))
-        .unwrap_or_else(|| panic!("no flush line; log tail:\n{}", tail(&lines, 30)));
-    assert!(flushed.contains("dropped=0"), "{flushed}");
+    assert_flushed_without_drops(&lines);
     eprintln!(
         "sigterm under load: exit after {took:?}, {} results logged and stored",
         logged.values().sum::<i64>()

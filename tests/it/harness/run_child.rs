@@ -242,6 +242,29 @@ pub fn logged_per_probe(lines: &[String]) -> BTreeMap<String, i64> {
     out
 }
 
+/// The probes whose stored rows differ from their logged results, in
+/// words (`probe: logged N, stored M`); empty when every result is stored
+/// exactly once.
+pub fn logged_but_not_stored(
+    logged: &BTreeMap<String, i64>,
+    stored: &BTreeMap<String, i64>,
+) -> Vec<String> {
+    logged
+        .iter()
+        .filter(|(p, n)| stored.get(*p) != Some(n))
+        .map(|(p, n)| format!("{p}: logged {n}, stored {:?}", stored.get(p)))
+        .collect()
+}
+
+/// The daemon's shutdown flushed its results and dropped none.
+pub fn assert_flushed_without_drops(lines: &[String]) {
+    let flushed = lines
+        .iter()
+        .find(|l| l.contains("results flushed"))
+        .unwrap_or_else(|| panic!("no flush line; log tail:\n{}", tail(lines, 30)));
+    assert!(flushed.contains("dropped=0"), "{flushed}");
+}
+
 /// A read-only connection to the daemon's database (WAL: it never blocks
 /// the daemon's writers, and sees what they committed).
 pub fn open_ro(path: &Path) -> Connection {
